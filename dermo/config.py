@@ -1,0 +1,189 @@
+"""Configuration dataclasses: the single source of every knob.
+
+Flat dataclasses whose defaults describe a small run that works. ``__post_init__`` rejects bad values with a
+message naming the field and the fix. The same names are used for CLI flags (``--lr``), config.json keys and
+attribute names.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+LABELS = ("benign", "malignant")
+
+# Where the shared HAM10000 copy lives relative to a checkout of this repository (../shared/data/ham10000).
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "ham10000"
+DEFAULT_MANIFEST = Path(__file__).resolve().parent / "splits" / "ham10000.csv"
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass
+class ModelConfig:
+    """A classifier: timm backbone + attention-pooling head, plus everything needed to serve it.
+
+    Preprocessing (img_size, mean, std) and label names live here so training, export and the app read them from one
+    place. ``temperature``, ``threshold``, ``band_low`` and ``band_high`` are fitted on the validation split by
+    ``dermo.evaluate --calibrate`` and travel with the weights.
+    """
+
+    backbone: str = "mobilenetv2_100"  # the seed used mobilenetv3_large_100 (no obtainable ImageNet weights)
+    num_classes: int = 2
+    labels: tuple[str, ...] = LABELS
+    img_size: int = 224
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    drop_rate: float = 0.2
+    # Calibration and operating point (fitted on validation; interim defaults until then).
+    temperature: float = 1.0
+    threshold: float = 0.5
+    band_low: float = 0.2
+    band_high: float = 0.6
+    calibrated: bool = False
+    name: str = "dermohelper"
+    version: str = "0.0.0"
+
+    def __post_init__(self) -> None:
+        self.labels = tuple(self.labels)
+        self.mean = tuple(float(m) for m in self.mean)
+        self.std = tuple(float(s) for s in self.std)
+        _check(self.num_classes == 2, f"num_classes={self.num_classes}: DermoHelper is binary; set num_classes=2")
+        _check(len(self.labels) == self.num_classes, "labels must name every class (benign, malignant)")
+        _check(self.img_size >= 16, f"img_size={self.img_size} is too small; use >= 16 (224 for real models)")
+        _check(len(self.mean) == 3 and len(self.std) == 3, "mean and std need 3 values (RGB)")
+        _check(all(s > 0 for s in self.std), "std values must be > 0")
+        _check(self.temperature > 0, f"temperature={self.temperature} must be > 0")
+        _check(0.0 <= self.band_low <= self.band_high <= 1.0,
+               f"need 0 <= band_low ({self.band_low}) <= band_high ({self.band_high}) <= 1")
+        _check(0.0 <= self.threshold <= 1.0, f"threshold={self.threshold} must be in [0, 1]")
+
+
+@dataclass
+class DataConfig:
+    """Where the images are and which split to use."""
+
+    data_dir: str = str(DEFAULT_DATA_DIR)
+    manifest: str = str(DEFAULT_MANIFEST)
+    limit_train: int = 0  # >0: use only the first N training images (quick runs, tests)
+    limit_eval: int = 0  # >0: likewise for validation / test
+    num_workers: int = 2  # threads used to decode images once
+
+    def __post_init__(self) -> None:
+        _check(self.limit_train >= 0 and self.limit_eval >= 0, "limit_train / limit_eval must be >= 0 (0 = all)")
+        _check(self.num_workers >= 1, "num_workers must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    """One training run (teacher, baseline student or distilled student)."""
+
+    output_dir: str = "runs/student"
+    epochs: int = 2
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.5
+    seed: int = 0
+    pretrained: bool = True  # ImageNet init through dermo.pretrained (pip-packaged weights, no Hub download)
+    mixed_precision: str = "auto"  # auto -> bf16 on GPU, no on CPU
+    focal_gamma: float = 2.0
+    class_weights: tuple[float, float] = (1.0, 4.0)
+    augment: bool = True
+    max_steps: int = 0  # >0 stops early (tests, smoke runs)
+    eval_every: int = 1  # epochs
+    tta: bool = False  # evaluate with horizontal+vertical flip test-time augmentation
+    resume: str = ""  # path to a checkpoint folder written by save_state, or "latest"
+    save_every_steps: int = 0  # >0: also checkpoint mid-epoch every N steps
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.class_weights = tuple(float(w) for w in self.class_weights)
+        _check(self.epochs >= 1, f"epochs={self.epochs} must be >= 1")
+        _check(self.batch_size >= 1, f"batch_size={self.batch_size} must be >= 1")
+        _check(self.lr > 0, f"lr={self.lr} must be > 0")
+        _check(len(self.class_weights) == 2 and all(w > 0 for w in self.class_weights),
+               f"class_weights={self.class_weights}: give two positive weights, e.g. 1,4")
+        _check(self.mixed_precision in ("auto", "no", "bf16", "fp16"),
+               f"mixed_precision={self.mixed_precision!r}: use auto, no, bf16 or fp16")
+        _check(self.focal_gamma >= 0, "focal_gamma must be >= 0 (0 = weighted cross-entropy)")
+
+
+@dataclass
+class DistillConfig:
+    """MAG-KD: alpha * focal + beta * KL(student/T || teacher/T) * T^2 + gamma * MSE(attention maps)."""
+
+    teacher: str = ""  # folder of a trained teacher (save_pretrained layout); empty = no distillation
+    alpha: float = 0.4
+    beta: float = 0.3
+    gamma: float = 0.3
+    kd_temperature: float = 5.0
+
+    def __post_init__(self) -> None:
+        _check(min(self.alpha, self.beta, self.gamma) >= 0, "alpha, beta and gamma must be >= 0")
+        _check(self.alpha + self.beta + self.gamma > 0, "alpha + beta + gamma must be > 0")
+        _check(self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0")
+
+
+@dataclass
+class RunConfig:
+    """Everything one training run needs; written next to every checkpoint as config.json."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+        parts = {}
+        for f in fields(cls):
+            sub = d.get(f.name, {})
+            sub_cls = f.default_factory  # type: ignore[misc]
+            known = {x.name for x in fields(sub_cls)}
+            unknown = set(sub) - known
+            if unknown:
+                raise ValueError(f"unknown {f.name} config keys: {sorted(unknown)}; valid: {sorted(known)}")
+            parts[f.name] = sub_cls(**sub)
+        unknown = set(d) - {f.name for f in fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown config sections: {sorted(unknown)}")
+        return cls(**parts)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def override(self, **kwargs: Any) -> "RunConfig":
+        """Return a copy with flat ``field=value`` overrides; each name must exist in exactly one section."""
+        d = self.to_dict()
+        owners = {x.name: f.name for f in fields(self) for x in fields(getattr(self, f.name))}
+        for key, value in kwargs.items():
+            if key not in owners:
+                raise ValueError(f"unknown config field {key!r}; valid fields: {sorted(owners)}")
+            d[owners[key]][key] = value
+        return RunConfig.from_dict(d)
+
+
+def flat_fields() -> dict[str, tuple[str, dataclasses.Field]]:
+    """Map every flat field name to (section, Field); names are unique across sections."""
+    out: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section in fields(RunConfig):
+        for f in fields(section.default_factory):  # type: ignore[arg-type]
+            assert f.name not in out, f"duplicate config field {f.name}"
+            out[f.name] = (section.name, f)
+    return out

@@ -1,0 +1,576 @@
+"""Robust image loading for DermoHelper.
+
+``load_image`` turns whatever the user (or the UI layer) hands us into a
+fully decoded, EXIF-oriented, 8-bit **RGB** ``PIL.Image.Image``, or raises
+:class:`ImageError` whose message is safe to show to the user: it says what
+went wrong and what to do about it.  ``ImageError.code`` is a short
+machine-readable reason (see :data:`ERROR_CODES`) for tests and API clients.
+
+Accepted sources
+    * a path (``str`` / ``os.PathLike``),
+    * ``bytes`` / ``bytearray`` / ``memoryview`` holding an encoded file,
+    * a binary file object (anything with ``.read()`` returning bytes),
+    * a ``numpy.ndarray`` of shape HxW, HxWx1, HxWx3 or HxWx4, dtype uint8,
+      uint16 (full 0..65535 range, scaled by 1/257) or bool,
+    * a ``PIL.Image.Image`` (any mode; animated images give frame 0 -- note
+      that this seeks the caller's image to frame 0).
+  ``None`` (nothing uploaded) raises ``ImageError(code="no_image")``; any
+  other type raises ``TypeError`` (a programming error, not a user error).
+
+Guarantees and policies
+    * **Encoded size** is checked before the data is read: ``os.stat`` for a
+      path, ``len`` for bytes, seek/tell for seekable file objects, and a
+      bounded read (``max_bytes + 1``) for other streams.
+    * **Pixel count** (decompression bombs): width*height is read from the
+      file header by ``Image.open`` (which decodes no pixel data) and the
+      image is refused if it exceeds ``max_pixels`` *before* ``.load()``.
+      This does not depend on, and does not modify, ``PIL.Image.MAX_IMAGE_PIXELS``;
+      Pillow's own (larger, by default 2 x 89.5 MP) hard limit may still fire
+      first at open time and is reported the same way (code
+      ``too_many_pixels``).
+    * **Formats** are restricted to :data:`ALLOWED_FORMATS` (JPEG/MPO, PNG,
+      WebP, GIF, BMP, TIFF, HEIF/HEIC, AVIF), so Pillow never hands a user
+      upload to e.g. the EPS plugin (which runs Ghostscript).
+    * **Truncated / corrupt files** fail here (``.load()`` is called inside
+      ``load_image``).  We rely on ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
+      being ``False`` (Pillow's default) and never change it; if some other
+      code set it to ``True`` a warning is logged because truncated JPEGs
+      would then silently decode as half-grey images.
+    * **HEIC/HEIF** is read through ``pillow_heif``; its Pillow opener is
+      registered once, lazily, on the first call of ``load_image``.
+    * **Orientation**: the EXIF orientation tag is applied
+      (``ImageOps.exif_transpose``), so the result is upright as the user saw it.
+    * **Colour modes** are converted to RGB:
+
+      - ``L`` / ``1`` / ``CMYK`` / ``YCbCr`` ... -> Pillow's ``convert("RGB")``
+        (CMYK uses Pillow's naive conversion, embedded ICC profiles are not
+        applied);
+      - 16-bit grey (``I;16*``) and 32-bit integer ``I`` are taken to span
+        0..65535 and scaled by 1/257 (Pillow's own ``convert`` would clip
+        everything above 255 to white);
+      - float ``F``: values in 0..1 are scaled by 255, otherwise clipped to 0..255;
+      - anything with transparency (``RGBA``, ``LA``, ``PA``, ``P`` with a
+        transparent palette index, ...) is **composited on a white
+        background** (:data:`BACKGROUND`) - what a user sees in a browser.
+    * **Size bound for later steps**: if the longest side exceeds ``max_side``
+      (default :data:`MAX_SIDE` = 4096) the image is downscaled, aspect ratio
+      kept (``Image.thumbnail``, Lanczos).  For JPEGs, libjpeg's DCT scaling
+      (``Image.draft``) is used first so big photos never get decoded at full
+      size.  Pass ``max_side=None`` to keep the native resolution.
+
+The library never prints; it logs through ``logging.getLogger(__name__)``.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import stat
+import threading
+from pathlib import Path
+from typing import Any, BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+
+__all__ = [
+    "ALLOWED_FORMATS",
+    "BACKGROUND",
+    "ERROR_CODES",
+    "MAX_BYTES",
+    "MAX_PIXELS",
+    "MAX_SIDE",
+    "ImageError",
+    "ImageSource",
+    "load_image",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Default limit on the encoded file size (25 MiB).
+MAX_BYTES = 25 * 2**20
+#: Default limit on width*height read from the header (40 megapixels).
+MAX_PIXELS = 40_000_000
+#: Longest side after loading; larger images are downscaled (see module doc).
+MAX_SIDE = 4096
+#: Background used to flatten transparent images.
+BACKGROUND = (255, 255, 255)
+#: Formats Pillow may use to decode user data (others are refused).
+ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
+
+#: What to tell the user to do after most refusals.
+_UPLOAD_HINT = "Upload a JPEG, PNG, WebP or HEIC photo."
+
+#: ``ImageError.code`` values and their meaning.
+ERROR_CODES = {
+    "no_image": "nothing was provided",
+    "not_found": "the path does not exist",
+    "not_a_file": "the path is a folder or a special file",
+    "unreadable": "the file could not be read (permissions, I/O error)",
+    "empty": "0 bytes",
+    "file_too_large": "encoded size above max_bytes",
+    "not_image": "not a recognised image format",
+    "heic_unsupported": "HEIC/HEIF file but no HEIF decoder is available",
+    "truncated": "the file ends before the image data does",
+    "corrupt": "the image data could not be decoded",
+    "too_many_pixels": "width*height above max_pixels (or Pillow's bomb limit)",
+    "unsupported_mode": "colour mode that cannot be converted to RGB",
+    "unsupported_array": "numpy array with an unsupported shape or dtype",
+}
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO, np.ndarray, Image.Image]
+
+
+class ImageError(ValueError):
+    """A user-facing problem with an uploaded image.
+
+    ``str(err)`` is a complete sentence for the end user; ``err.code`` is one
+    of :data:`ERROR_CODES`.
+    """
+
+    def __init__(self, message: str, *, code: str = "corrupt") -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __reduce__(self):  # keep ``code`` when pickled (e.g. across processes)
+        return (_rebuild_image_error, (self.message, self.code))
+
+
+def _rebuild_image_error(message: str, code: str) -> ImageError:
+    return ImageError(message, code=code)
+
+
+# --------------------------------------------------------------------------- #
+# HEIF registration (lazy, once) and allowed-format list
+# --------------------------------------------------------------------------- #
+
+_init_lock = threading.Lock()
+_initialised = False
+_heif_available = False
+_formats: tuple[str, ...] = ()
+
+
+def _ensure_init() -> None:
+    global _initialised, _heif_available, _formats
+    if _initialised:
+        return
+    with _init_lock:
+        if _initialised:
+            return
+        try:
+            import pillow_heif  # noqa: PLC0415 - optional, imported lazily
+
+            pillow_heif.register_heif_opener()
+            _heif_available = True
+        except Exception as exc:  # ImportError, or a broken libheif build
+            logger.warning("HEIC/HEIF support unavailable: %s", exc)
+            _heif_available = False
+        Image.init()
+        # Image.open raises KeyError for unregistered names, so filter.
+        _formats = tuple(f for f in ALLOWED_FORMATS if f in Image.OPEN)
+        _initialised = True
+
+
+# --------------------------------------------------------------------------- #
+# helpers
+# --------------------------------------------------------------------------- #
+
+def _mb(n: float) -> str:
+    if n >= 2**20:
+        return f"{n / 2**20:.1f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.0f} KB"
+    return f"{int(n)} bytes"
+
+
+def _mp(n: float) -> str:
+    return f"{n / 1e6:.0f} megapixels" if n >= 1e6 else f"{n / 1e6:.2f} megapixels"
+
+
+def _too_big_file(size: int | None, max_bytes: int) -> ImageError:
+    what = f"The file is too large ({_mb(size)})" if size is not None else "The file is too large"
+    return ImageError(
+        f"{what}; the limit is {_mb(max_bytes)}. "
+        "Upload a smaller photo (for example a JPEG exported at a lower resolution).",
+        code="file_too_large",
+    )
+
+
+def _empty() -> ImageError:
+    return ImageError(f"The file is empty (0 bytes). {_UPLOAD_HINT}", code="empty")
+
+
+def _too_many_pixels(width: int | None, height: int | None, pixels: int | None, max_pixels: int) -> ImageError:
+    if width and height:
+        dims = f"{width} x {height} pixels, {_mp(width * height)}"
+    elif pixels:
+        dims = _mp(pixels)
+    else:
+        dims = "unknown size"
+    return ImageError(
+        f"The image is too large ({dims}); the limit is {_mp(max_pixels)}. "
+        "Resize it (for example to 4000 pixels on the longest side) and upload it again.",
+        code="too_many_pixels",
+    )
+
+
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1", b"avif", b"avis"}
+
+
+def _looks_like_heif(head: bytes) -> bool:
+    return len(head) >= 12 and head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a multibyte char cut at the end is fine
+        if exc.start < len(head) - 4:
+            return False
+    return True
+
+
+def _not_image(head: bytes) -> ImageError:
+    if _looks_like_heif(head) and not _heif_available:
+        return ImageError(
+            "This looks like a HEIC/HEIF photo, which this server cannot read. "
+            "Convert it to JPEG (on an iPhone: Settings > Camera > Formats > Most Compatible) and upload it again.",
+            code="heic_unsupported",
+        )
+    if _looks_like_text(head[:512]):
+        return ImageError(
+            "The file is not an image: it contains text (perhaps a renamed document or a web page). "
+            + _UPLOAD_HINT,
+            code="not_image",
+        )
+    return ImageError(
+        "The file is not an image we can read (unknown or unsupported format, or a damaged file). "
+        + _UPLOAD_HINT,
+        code="not_image",
+    )
+
+
+def _read_bounded(fp: Any, max_bytes: int) -> bytes:
+    """Read at most ``max_bytes + 1`` bytes from ``fp`` (to detect overflow)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= max_bytes:
+        chunk = fp.read(min(1 << 20, max_bytes + 1 - total))
+        if chunk is None:  # non-blocking raw stream with no data yet
+            continue
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise TypeError("load_image needs a file opened in binary mode ('rb')")
+        if not chunk:
+            break
+        chunks.append(bytes(chunk))
+        total += len(chunk)
+    return b"".join(chunks)
+
+
+# --------------------------------------------------------------------------- #
+# conversion to RGB
+# --------------------------------------------------------------------------- #
+
+_SIXTEEN_BIT = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+_ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
+
+
+def _sixteen_to_u8(arr: np.ndarray) -> np.ndarray:
+    """Map 0..65535 -> 0..255 (round(v / 257)); values outside are clipped."""
+    a = np.clip(arr.astype(np.int64, copy=False), 0, 65535)
+    return ((a + 128) // 257).astype(np.uint8)
+
+
+def _float_to_u8(arr: np.ndarray) -> np.ndarray:
+    a = np.nan_to_num(arr.astype(np.float64, copy=False), nan=0.0, posinf=255.0, neginf=0.0)
+    if a.size and a.max() <= 1.0:
+        a = a * 255.0
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _flatten_alpha(im: Image.Image) -> Image.Image:
+    if im.mode == "La":  # premultiplied grey+alpha: Pillow only converts it to LA
+        im = im.convert("LA")
+    rgba = im.convert("RGBA")
+    out = Image.new("RGB", rgba.size, BACKGROUND)
+    out.paste(rgba, mask=rgba.getchannel("A"))
+    return out
+
+
+def _to_rgb(im: Image.Image) -> Image.Image:
+    try:
+        return _to_rgb_unchecked(im)
+    except (ValueError, OSError, TypeError) as exc:
+        if isinstance(exc, ImageError):
+            raise
+        logger.info("cannot convert mode %s to RGB: %r", im.mode, exc)
+        raise ImageError(
+            f"The image uses a colour format ({im.mode}) we cannot convert. "
+            "Save it as an ordinary RGB JPEG or PNG and upload it again.",
+            code="unsupported_mode",
+        ) from exc
+
+
+def _to_rgb_unchecked(im: Image.Image) -> Image.Image:
+    mode = im.mode
+    if mode == "RGB":
+        return im
+    if mode in _SIXTEEN_BIT:
+        return Image.fromarray(_sixteen_to_u8(np.asarray(im)), "L").convert("RGB")
+    if mode == "F":
+        return Image.fromarray(_float_to_u8(np.asarray(im)), "L").convert("RGB")
+    if mode in _ALPHA_MODES:
+        return _flatten_alpha(im)
+    if mode == "P":
+        if "transparency" in im.info or im.palette is not None and im.palette.mode == "RGBA":
+            return _flatten_alpha(im)
+        return im.convert("RGB")
+    return im.convert("RGB")  # L, 1, CMYK, YCbCr, RGBX, HSV, ...
+
+
+def _array_to_image(arr: np.ndarray, max_pixels: int) -> Image.Image:
+    if arr.ndim == 3 and arr.shape[2] == 1:
+        arr = arr[:, :, 0]
+    if not (arr.ndim == 2 or (arr.ndim == 3 and arr.shape[2] in (3, 4))):
+        raise ImageError(
+            f"The image array has an unsupported shape {tuple(arr.shape)}; expected HxW, HxWx3 or HxWx4.",
+            code="unsupported_array",
+        )
+    h, w = arr.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageError(f"The image has no pixels ({w} x {h}). {_UPLOAD_HINT}", code="empty")
+    if h * w > max_pixels:
+        raise _too_many_pixels(w, h, None, max_pixels)
+    if arr.dtype == np.uint8:
+        a8 = arr
+    elif arr.dtype == np.uint16:
+        a8 = _sixteen_to_u8(arr)
+    elif arr.dtype == np.bool_:
+        a8 = arr.astype(np.uint8) * 255
+    else:
+        raise ImageError(
+            f"The image array has an unsupported data type ({arr.dtype}); expected uint8 or uint16.",
+            code="unsupported_array",
+        )
+    a8 = np.ascontiguousarray(a8)
+    mode = {2: "L", 3: "RGB", 4: "RGBA"}[a8.ndim if a8.ndim == 2 else a8.shape[2]]
+    return Image.fromarray(a8, mode)
+
+
+# --------------------------------------------------------------------------- #
+# decoding
+# --------------------------------------------------------------------------- #
+
+def _open_and_decode(fp: BinaryIO, head: bytes, max_pixels: int, max_side: int | None) -> Image.Image:
+    """Open ``fp`` (positioned anywhere; Pillow seeks to 0), check the header, decode."""
+    try:
+        im = Image.open(fp, formats=list(_formats))
+    except UnidentifiedImageError as exc:
+        raise _not_image(head) from exc
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        m = re.search(r"\((\d+) pixels\)", str(exc))
+        raise _too_many_pixels(None, None, int(m.group(1)) if m else None, max_pixels) from exc
+    except Exception as exc:  # malformed headers: SyntaxError, ValueError, struct.error, OSError...
+        logger.info("image header could not be parsed: %r", exc)
+        raise ImageError(
+            "The image file is damaged and could not be opened. Try exporting or taking the photo again. "
+            + _UPLOAD_HINT,
+            code="corrupt",
+        ) from exc
+    return _decode(im, max_pixels, max_side)
+
+
+def _decode(im: Image.Image, max_pixels: int, max_side: int | None, *, own: bool = True) -> Image.Image:
+    """Check the header size, pick frame 0, decode and finish ``im``.
+
+    ``own`` is False for a caller's PIL image: then we do not use ``draft``
+    (it would resize the caller's object).
+    """
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"The image has no pixels ({width} x {height}). {_UPLOAD_HINT}", code="empty")
+    # The decompression-bomb check proper: header dimensions, before decoding.
+    if width * height > max_pixels:
+        raise _too_many_pixels(width, height, None, max_pixels)
+
+    if getattr(im, "n_frames", 1) > 1 and im.tell() != 0:
+        im.seek(0)  # animated GIF/APNG/WebP, multi-page TIFF: first frame
+
+    if own and max_side and im.format == "JPEG" and max(width, height) > max_side:
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping longest side >= max_side.
+        scale = max_side / max(width, height)
+        im.draft(None, (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))
+
+    if ImageFile.LOAD_TRUNCATED_IMAGES:
+        logger.warning(
+            "PIL.ImageFile.LOAD_TRUNCATED_IMAGES is True (set elsewhere); truncated uploads will not be detected"
+        )
+    try:
+        im.load()
+    except OSError as exc:
+        text = str(exc).lower()
+        if "truncated" in text or "premature end" in text:
+            raise ImageError(
+                "The image file is incomplete (it was cut off, e.g. by an interrupted upload or download). "
+                "Upload the photo again.",
+                code="truncated",
+            ) from exc
+        logger.info("image data could not be decoded: %r", exc)
+        raise ImageError(
+            "The image data is damaged and could not be decoded. Try exporting or taking the photo again. "
+            + _UPLOAD_HINT,
+            code="corrupt",
+        ) from exc
+    except EOFError as exc:
+        raise ImageError(
+            "The image file is incomplete (it was cut off, e.g. by an interrupted upload or download). "
+            "Upload the photo again.",
+            code="truncated",
+        ) from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # SyntaxError, ValueError, struct.error, zlib.error, EOFError ...
+        logger.info("image data could not be decoded: %r", exc)
+        raise ImageError(
+            "The image data is damaged and could not be decoded. Try exporting or taking the photo again. "
+            + _UPLOAD_HINT,
+            code="corrupt",
+        ) from exc
+    return _finish(im, max_side)
+
+
+def _finish(im: Image.Image, max_side: int | None) -> Image.Image:
+    original = im
+    try:
+        transposed = ImageOps.exif_transpose(im)
+        if transposed is not None:
+            im = transposed
+    except Exception as exc:  # broken EXIF must not make a good photo unusable
+        logger.warning("ignoring unreadable EXIF orientation: %r", exc)
+    im = _to_rgb(im)
+    if max_side and max(im.size) > max_side:
+        if im is original:
+            im = im.copy()
+        im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    if im is original:
+        im = im.copy()  # never hand back the caller's object (or a lazily opened file)
+    return im
+
+
+# --------------------------------------------------------------------------- #
+# public API
+# --------------------------------------------------------------------------- #
+
+def load_image(
+    src: ImageSource | None,
+    *,
+    max_bytes: int = MAX_BYTES,
+    max_pixels: int = MAX_PIXELS,
+    max_side: int | None = MAX_SIDE,
+) -> Image.Image:
+    """Load ``src`` as a decoded, upright, 8-bit RGB image.
+
+    Raises :class:`ImageError` (a ``ValueError``) with a user-facing message
+    for anything the user can fix (empty, not an image, truncated, too big,
+    missing file ...), and ``TypeError`` for unsupported ``src`` types.
+    See the module docstring for the exact policies.
+    """
+    _ensure_init()
+    if src is None:
+        raise ImageError(f"No image was provided. {_UPLOAD_HINT}", code="no_image")
+
+    if isinstance(src, Image.Image):
+        return _decode(src, max_pixels, max_side, own=False)
+
+    if isinstance(src, np.ndarray):
+        return _finish(_array_to_image(src, max_pixels), max_side)
+
+    if isinstance(src, (bytes, bytearray, memoryview)):
+        size = memoryview(src).nbytes
+        if size == 0:
+            raise _empty()
+        if size > max_bytes:
+            raise _too_big_file(size, max_bytes)
+        data = bytes(src) if not isinstance(src, bytes) else src
+        return _open_and_decode(io.BytesIO(data), data[:512], max_pixels, max_side)
+
+    if isinstance(src, (str, os.PathLike)):
+        return _load_path(Path(os.fspath(src)), max_bytes, max_pixels, max_side)
+
+    if hasattr(src, "read"):
+        return _load_stream(src, max_bytes, max_pixels, max_side)
+
+    raise TypeError(
+        "load_image expects a path, bytes, a binary file object, a numpy array or a PIL image, "
+        f"not {type(src).__name__}"
+    )
+
+
+def _load_path(path: Path, max_bytes: int, max_pixels: int, max_side: int | None) -> Image.Image:
+    name = path.name or str(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError as exc:
+        raise ImageError(
+            f"The file '{name}' was not found (it may have been moved or deleted). Choose the photo again.",
+            code="not_found",
+        ) from exc
+    except OSError as exc:
+        raise ImageError(f"The file '{name}' could not be read ({exc.strerror or exc}). Choose the photo again.",
+                         code="unreadable") from exc
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(f"'{name}' is a folder, not a photo. {_UPLOAD_HINT}", code="not_a_file")
+    if not stat.S_ISREG(st.st_mode):
+        raise ImageError(f"'{name}' is not a regular file. {_UPLOAD_HINT}", code="not_a_file")
+    if st.st_size == 0:
+        raise _empty()
+    if st.st_size > max_bytes:
+        raise _too_big_file(st.st_size, max_bytes)
+    try:
+        with open(path, "rb") as fp:
+            head = fp.read(512)
+            fp.seek(0)
+            return _open_and_decode(fp, head, max_pixels, max_side)
+    except ImageError:
+        raise
+    except FileNotFoundError as exc:  # deleted between stat and open
+        raise ImageError(
+            f"The file '{name}' was not found (it may have been moved or deleted). Choose the photo again.",
+            code="not_found",
+        ) from exc
+    except OSError as exc:  # permissions, I/O errors
+        raise ImageError(f"The file '{name}' could not be read ({exc.strerror or exc}). Choose the photo again.",
+                         code="unreadable") from exc
+
+
+def _load_stream(fp: Any, max_bytes: int, max_pixels: int, max_side: int | None) -> Image.Image:
+    remaining: int | None = None
+    try:
+        if fp.seekable():
+            pos = fp.tell()
+            end = fp.seek(0, io.SEEK_END)
+            fp.seek(pos)
+            remaining = end - pos
+    except (AttributeError, OSError, ValueError):
+        remaining = None
+    if remaining is not None:
+        if remaining <= 0:
+            raise _empty()
+        if remaining > max_bytes:
+            raise _too_big_file(remaining, max_bytes)
+    try:
+        data = _read_bounded(fp, max_bytes)
+    except TypeError:
+        raise
+    except OSError as exc:
+        raise ImageError(f"The upload could not be read ({exc}). Try again.", code="unreadable") from exc
+    if not data:
+        raise _empty()
+    if len(data) > max_bytes:
+        raise _too_big_file(None, max_bytes)
+    return _open_and_decode(io.BytesIO(data), data[:512], max_pixels, max_side)

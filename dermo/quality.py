@@ -1,0 +1,198 @@
+"""Image-quality gate, run on the RGB image from ``dermo.imageio.load_image``
+before any verdict is given.
+
+``check_quality(img)`` returns a :class:`QualityReport`::
+
+    report = check_quality(img)
+    if not report.ok:
+        show(report.reasons)          # user-facing sentences, most important first
+
+Checks (in this order; each has a machine-readable code in ``report.codes``):
+
+=============  ===========================================  =====================
+code           fails when                                   default threshold
+=============  ===========================================  =====================
+too_small      min(width, height) < ``min_side``            64 px
+too_dark       brightness < ``dark``                        :data:`DARK` = 25
+too_bright     brightness > ``bright``                      :data:`BRIGHT` = 235
+blurry         sharpness < ``blur``                         :data:`BLUR` = 25
+=============  ===========================================  =====================
+
+A too-small image is only reported as too small, and a too-dark/too-bright
+image is not also reported as blurry: the other measures are meaningless
+there and one clear instruction is better than three (the measures are
+still computed and returned).
+
+Measures (``report.measures``), all computed on a grey copy of the image
+(ITU-R 601 luma as float32, Pillow ``convert("F")``) resized with Lanczos
+so that its longest side is :data:`ANALYSIS_SIDE` = 256 px -- up or down --
+which makes them independent of the upload's resolution.  The grey image is
+kept in floating point on purpose: rounding it to 8 bits adds quantisation
+noise whose Laplacian variance (~1.7) is as large as that of the smoothest
+real dermoscopic images, and would hide the difference between sharp and
+blurred photos.
+
+* ``brightness``: mean luma, 0..255;
+* ``contrast``: standard deviation of luma;
+* ``sharpness``: variance of the 4-neighbour Laplacian of the luma
+  (valid region, no padding);
+* ``width`` / ``height``: of the image as given.
+
+The defaults were chosen with ``benchmarks/quality_thresholds.py`` on 1000
+HAM10000 dermoscopic images (200x150 JPEGs, i.e. low-resolution and so
+upsampled for the analysis -- the hardest case for the blur check); see
+that script for the measured percentiles.  Essentially all of them pass,
+while black, white, tiny and heavily blurred (Gaussian radius 8 at 600 px)
+images fail.
+
+Extension point -- out-of-distribution ("this is not a skin lesion") check:
+this module does not implement it.  It is meant to be added later on top
+of model features, either by passing a callable in ``extra_checks``
+(``check(img, report) -> None`` that calls ``report.add_issue(...)``), or by
+calling ``report.add_issue("not_skin", "...", ood_score=...)`` on the
+returned report.  ``add_issue`` keeps ``ok``, ``reasons``, ``codes`` and
+``measures`` consistent.
+
+The library never prints; it logs through ``logging.getLogger(__name__)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "ANALYSIS_SIDE",
+    "BLUR",
+    "BRIGHT",
+    "DARK",
+    "MESSAGES",
+    "MIN_SIDE",
+    "QualityReport",
+    "check_quality",
+    "measure",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Longest side of the grey image all measures are computed on.
+ANALYSIS_SIDE = 256
+#: Default minimum for the shorter side, in pixels.
+MIN_SIDE = 64
+#: Default minimum mean luma (0..255).
+DARK = 30.0
+#: Default maximum mean luma (0..255).
+BRIGHT = 235.0
+#: Default minimum variance of the Laplacian (at ANALYSIS_SIDE).
+BLUR = 1.2
+
+#: User-facing sentences per code ({placeholders} filled from the measures).
+MESSAGES = {
+    "too_small": (
+        "The photo is too small ({width} x {height} pixels; at least {min_side} pixels on each side are needed): "
+        "upload the original photo, or take it closer to the lesion."
+    ),
+    "too_dark": "The photo is too dark: retake it in better light.",
+    "too_bright": (
+        "The photo is too bright (overexposed): retake it without flash glare or direct sunlight on the skin."
+    ),
+    "blurry": "The photo is blurry: hold the camera steady, let it focus on the lesion and retake it.",
+}
+
+
+@dataclass
+class QualityReport:
+    """Outcome of the quality gate.
+
+    ``ok`` is True iff ``reasons`` is empty; ``reasons`` are user-facing
+    sentences, ``codes`` the matching machine-readable codes (same order),
+    ``measures`` the numbers they were based on.  Use :meth:`add_issue` to
+    append a failure (e.g. the future out-of-distribution check).
+    """
+
+    ok: bool = True
+    reasons: list[str] = field(default_factory=list)
+    measures: dict[str, float] = field(default_factory=dict)
+    codes: list[str] = field(default_factory=list)
+
+    def add_issue(self, code: str, reason: str, **measures: float) -> None:
+        """Record a failed check: sets ``ok`` to False, appends the reason and code."""
+        self.ok = False
+        self.codes.append(code)
+        self.reasons.append(reason)
+        self.measures.update(measures)
+
+
+def _analysis_grey(img: Image.Image, side: int = ANALYSIS_SIDE) -> np.ndarray:
+    """Float luma resized so that the longest side is ``side`` (see module doc)."""
+    if img.mode not in ("RGB", "L"):
+        img = img.convert("RGB")
+    grey = img.convert("F")  # ITU-R 601 luma in float32: no 8-bit rounding
+    w, h = grey.size
+    scale = side / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if size != (w, h):
+        grey = grey.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    return np.asarray(grey, dtype=np.float32)
+
+
+def _laplacian_var(a: np.ndarray) -> float:
+    if a.shape[0] < 3 or a.shape[1] < 3:
+        return 0.0
+    lap = a[:-2, 1:-1] + a[2:, 1:-1] + a[1:-1, :-2] + a[1:-1, 2:] - 4.0 * a[1:-1, 1:-1]
+    return float(lap.astype(np.float64).var())
+
+
+def measure(img: Image.Image) -> dict[str, float]:
+    """The measures used by :func:`check_quality` (see the module docstring)."""
+    a = _analysis_grey(img)
+    return {
+        "brightness": float(a.mean(dtype=np.float64)),
+        "contrast": float(a.std(dtype=np.float64)),
+        "sharpness": _laplacian_var(a),
+        "width": img.width,
+        "height": img.height,
+    }
+
+
+def check_quality(
+    img: Image.Image,
+    *,
+    min_side: int = MIN_SIDE,
+    dark: float = DARK,
+    bright: float = BRIGHT,
+    blur: float = BLUR,
+    extra_checks: Iterable[Callable[[Image.Image, QualityReport], None]] = (),
+) -> QualityReport:
+    """Judge whether ``img`` (RGB, from ``load_image``) is good enough to analyse.
+
+    ``dark``/``bright`` bound the mean luma, ``blur`` is the minimum
+    variance of the Laplacian, ``min_side`` the minimum shorter side.
+    ``extra_checks`` are run last, each as ``check(img, report)``; they add
+    failures with ``report.add_issue`` (slot for the out-of-distribution check).
+    """
+    m = measure(img)
+    report = QualityReport(measures=dict(m))
+    if min(img.width, img.height) < min_side:
+        report.add_issue("too_small", MESSAGES["too_small"].format(width=img.width, height=img.height,
+                                                                    min_side=min_side))
+    else:
+        exposure_ok = True
+        if m["brightness"] < dark:
+            report.add_issue("too_dark", MESSAGES["too_dark"])
+            exposure_ok = False
+        elif m["brightness"] > bright:
+            report.add_issue("too_bright", MESSAGES["too_bright"])
+            exposure_ok = False
+        if exposure_ok and m["sharpness"] < blur:
+            report.add_issue("blurry", MESSAGES["blurry"])
+    for check in extra_checks:
+        check(img, report)
+    if not report.ok:
+        logger.info("quality gate failed: %s (%s)", report.codes,
+                    {k: round(v, 1) for k, v in report.measures.items() if isinstance(v, float)})
+    return report

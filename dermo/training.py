@@ -1,0 +1,268 @@
+"""The one training loop: teacher, baseline student and MAG-KD student all go through ``run(cfg)``.
+
+Data are decoded once into uint8 tensors (N, S, S, 3) that live on the accelerator; batches are index slices and
+augmentation runs on the device (``dermo.data.augment_batch``), so a GPU is never input-bound. Accelerate handles
+devices, bf16 autocast, multi-GPU (``accelerate launch``: each process takes its shard of every epoch's
+permutation) and ``save_state``/``load_state`` for resume. The best checkpoint is chosen on validation AUROC.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import metrics as M
+from .config import RunConfig
+from .data import augment_batch, decode_images, load_split
+from .losses import mag_kd_loss
+from .models import LesionClassifier, create_model, load_model, predict_logits
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "progress.json"
+
+
+def load_arrays(cfg: RunConfig, split: str, size: int, limit: int = 0) -> tuple[torch.Tensor, np.ndarray, Any]:
+    """(uint8 images (N, size, size, 3), labels (N,), metadata DataFrame) of one split."""
+    df = load_split(cfg.data.data_dir, split, cfg.data.manifest, limit=limit)
+    imgs = decode_images(df["path"], size, cfg.data.num_workers)
+    return torch.from_numpy(imgs), df["label"].to_numpy(np.int64), df
+
+
+def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x - m) / s
+
+
+def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
+    if x.shape[-1] == size:
+        return x
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def train_one_epoch(model, teacher, optimizer, scheduler, accelerator, images: torch.Tensor, labels: torch.Tensor,
+                    cfg: RunConfig, epoch: int, start_step: int = 0, on_step=None) -> dict[str, float]:
+    """One pass over this process's shard of the epoch permutation; returns mean loss terms and img/s."""
+    tc, mc, dc = cfg.train, cfg.model, cfg.distill
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)  # same order on every process and resume
+    perm = torch.randperm(len(images), generator=gen)
+    perm = perm[accelerator.process_index::accelerator.num_processes]
+    steps = len(perm) // tc.batch_size  # drop the last partial batch: BatchNorm dislikes tiny batches
+    aug_gen = torch.Generator(device=images.device).manual_seed(cfg.train.seed * 7919 + epoch)
+    sums = {"loss": 0.0, "cls": 0.0, "kd": 0.0, "att": 0.0}
+    n_seen, n_steps, t0 = 0, 0, time.perf_counter()
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(start_step, steps), desc=f"epoch {epoch}", disable=not (tc.progress and
+                                                                          accelerator.is_local_main_process))
+    for step in bar:
+        idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size].to(images.device)
+        x = images[idx].permute(0, 3, 1, 2).float().div_(255)
+        y = labels[idx]
+        if tc.augment:
+            x = augment_batch(x, aug_gen)
+        xs = _normalize(_resize(x, mc.img_size), mc.mean, mc.std).contiguous(memory_format=torch.channels_last)
+        with accelerator.autocast():
+            out = model(xs)
+            t_logits = t_att = None
+            if teacher is not None:
+                tcfg = teacher.config
+                xt = _normalize(_resize(x, tcfg.img_size), tcfg.mean, tcfg.std)
+                with torch.no_grad():
+                    t_out = teacher(xt.contiguous(memory_format=torch.channels_last))
+                t_logits, t_att = t_out.logits.float(), t_out.attention.float()
+            terms = mag_kd_loss(out.logits, out.attention, y, t_logits, t_att, alpha=dc.alpha, beta=dc.beta,
+                                gamma=dc.gamma, temperature=dc.kd_temperature, focal_gamma=tc.focal_gamma,
+                                class_weights=tc.class_weights)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(terms.loss)
+        accelerator.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        scheduler.step()
+        for k, v in terms._asdict().items():
+            sums[k] += float(v.detach())
+        n_seen += len(idx)
+        n_steps += 1
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{float(terms.loss):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+        if on_step is not None and on_step(epoch, step + 1):
+            break
+    n_steps = max(1, n_steps)
+    dt = time.perf_counter() - t0
+    out = {k: v / n_steps for k, v in sums.items()}
+    out["img_per_s"] = n_seen * accelerator.num_processes / max(dt, 1e-9)
+    out["seconds"] = dt
+    return out
+
+
+@torch.no_grad()
+def evaluate(model, accelerator, images: torch.Tensor, labels: np.ndarray, cfg: RunConfig,
+             tta: bool = False) -> dict[str, Any]:
+    """Validation metrics (AUROC, and sensitivity/specificity at the sensitivity>=0.90 point and at 0.5)."""
+    model.eval()
+    shard = torch.arange(accelerator.process_index, len(images), accelerator.num_processes)
+    with accelerator.autocast():
+        logits, _ = predict_logits(accelerator.unwrap_model(model), images[shard], cfg.model,
+                                   batch_size=max(64, cfg.train.batch_size), tta=tta)
+    logits = accelerator.gather_for_metrics(logits.to(accelerator.device)).float().cpu()
+    order = accelerator.gather_for_metrics(shard.to(accelerator.device)).cpu()
+    p = torch.softmax(logits, 1)[:, 1].numpy()
+    p_full = np.empty(len(images), np.float64)
+    p_full[order.numpy()] = p
+    y = labels
+    thr = M.threshold_for_sensitivity(y, p_full, 0.90)
+    at_op = M.confusion_at(y, p_full, thr)
+    at_05 = M.confusion_at(y, p_full, 0.5)
+    return {"auroc": M.auroc(y, p_full), "threshold": thr, "sensitivity": at_op["sensitivity"],
+            "specificity": at_op["specificity"], "accuracy": at_op["accuracy"],
+            "sensitivity_at_0.5": at_05["sensitivity"], "specificity_at_0.5": at_05["specificity"],
+            "accuracy_at_0.5": at_05["accuracy"], "score": M.selection_score(at_op["sensitivity"],
+                                                                            at_op["accuracy"],
+                                                                            at_op["specificity"])}
+
+
+def _cosine_with_warmup(optimizer, warmup_steps: int, total_steps: int):
+    def f(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / max(1, warmup_steps)
+        t = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, f)
+
+
+def _accelerator(cfg: RunConfig):
+    from accelerate import Accelerator
+
+    mp = cfg.train.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() else "no"
+    return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
+
+
+def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
+    """Train one model as configured; returns the best validation metrics and where the model was saved.
+
+    ``data`` may pass pre-decoded ``{"train": (images, labels), "validation": (images, labels)}`` uint8 tensors
+    (the search decodes once for all trials). Writes to ``cfg.train.output_dir``: ``best/`` (save_pretrained),
+    ``checkpoints/last`` (save_state, for ``resume``), ``run_config.json``, ``history.json``, ``metrics.json``.
+    """
+    from accelerate.utils import set_seed
+
+    tc = cfg.train
+    if tc.pretrained:
+        from .pretrained import PRETRAINED_SOURCES, pretrained_mean_std
+
+        if cfg.model.backbone not in PRETRAINED_SOURCES:
+            raise ValueError(f"pretrained=true but no obtainable ImageNet weights for {cfg.model.backbone!r}; "
+                             f"use one of {sorted(PRETRAINED_SOURCES)} or --pretrained false")
+        mean, std = pretrained_mean_std(cfg.model.backbone)
+        cfg = cfg.override(mean=mean, std=std)  # preprocessing follows the weights
+    out_dir = Path(tc.output_dir)
+    accelerator = _accelerator(cfg)
+    set_seed(tc.seed)
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cfg.save(out_dir / "run_config.json")
+
+    teacher = None
+    size = cfg.model.img_size
+    if cfg.distill.teacher:
+        teacher = load_model(cfg.distill.teacher).eval().requires_grad_(False)
+        teacher = teacher.to(accelerator.device).to(memory_format=torch.channels_last)
+        size = max(size, teacher.config.img_size)
+
+    if data is None:
+        tr_x, tr_y, _ = load_arrays(cfg, "train", size, cfg.data.limit_train)
+        va_x, va_y, _ = load_arrays(cfg, "validation", cfg.model.img_size, cfg.data.limit_eval)
+    else:
+        (tr_x, tr_y), (va_x, va_y) = data["train"], data["validation"]
+        tr_y, va_y = np.asarray(tr_y), np.asarray(va_y)
+    dev = accelerator.device
+    tr_x, tr_y_t = tr_x.to(dev), torch.as_tensor(tr_y, dtype=torch.long, device=dev)
+    va_x = va_x.to(dev)
+    logger.info("train %d images, validation %d images, device %s", len(tr_x), len(va_x), dev)
+
+    model = create_model(cfg.model, pretrained=tc.pretrained).to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for n, p_ in model.named_parameters():
+        (no_decay if p_.ndim <= 1 else decay).append(p_)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
+    steps_per_epoch = max(1, len(tr_x) // accelerator.num_processes // tc.batch_size)
+    total = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total = min(total, tc.max_steps)
+    scheduler = _cosine_with_warmup(optimizer, int(tc.warmup_epochs * steps_per_epoch), total)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    progress = {"epoch": 0, "step": 0, "global_step": 0, "best_auroc": -1.0, "best_epoch": -1, "history": []}
+    ckpt_dir = out_dir / "checkpoints" / "last"
+    if tc.resume:
+        resume_dir = ckpt_dir if tc.resume == "latest" else Path(tc.resume)
+        if not (resume_dir / STATE_FILE).is_file():
+            raise FileNotFoundError(f"resume={tc.resume!r}: no checkpoint at {resume_dir} (expected {STATE_FILE})")
+        accelerator.load_state(str(resume_dir))
+        progress = json.loads((resume_dir / STATE_FILE).read_text())
+        logger.info("resumed from %s at epoch %d step %d", resume_dir, progress["epoch"], progress["step"])
+
+    def save_checkpoint(epoch: int, step: int) -> None:
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(ckpt_dir))
+        if accelerator.is_main_process:
+            progress.update(epoch=epoch, step=step)
+            (ckpt_dir / STATE_FILE).write_text(json.dumps(progress, indent=1))
+
+    stop = {"flag": False}
+
+    def on_step(epoch: int, step: int) -> bool:
+        progress["global_step"] += 1
+        if tc.save_every_steps and progress["global_step"] % tc.save_every_steps == 0:
+            save_checkpoint(epoch, step)
+        if tc.max_steps and progress["global_step"] >= tc.max_steps:
+            stop["flag"] = True
+            return True
+        return False
+
+    t_start = time.perf_counter()
+    for epoch in range(progress["epoch"], tc.epochs):
+        start_step = progress["step"] if epoch == progress["epoch"] else 0
+        train_stats = train_one_epoch(model, teacher, optimizer, scheduler, accelerator, tr_x, tr_y_t, cfg, epoch,
+                                      start_step, on_step)
+        last = stop["flag"] or epoch == tc.epochs - 1
+        if (epoch + 1) % tc.eval_every == 0 or last:
+            val = evaluate(model, accelerator, va_x, va_y, cfg, tta=tc.tta)
+            row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()},
+                   **{f"val_{k}": v for k, v in val.items()}}
+            progress["history"].append(row)
+            if accelerator.is_main_process:
+                logger.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))
+            if val["auroc"] > progress["best_auroc"]:
+                progress.update(best_auroc=val["auroc"], best_epoch=epoch, best=val)
+                if accelerator.is_main_process:
+                    accelerator.unwrap_model(model).save_pretrained(out_dir / "best")
+                    cfg.save(out_dir / "best" / "run_config.json")
+        save_checkpoint(epoch + 1, 0)
+        if stop["flag"]:
+            break
+
+    result = {"best_epoch": progress["best_epoch"], "validation": progress.get("best", {}),
+              "epochs_run": len(progress["history"]), "global_step": progress["global_step"],
+              "train_seconds": time.perf_counter() - t_start,
+              "train_img_per_s": float(np.mean([h["train_img_per_s"] for h in progress["history"]]))
+              if progress["history"] else 0.0,
+              "model_dir": str(out_dir / "best"), "config": asdict(cfg)}
+    if accelerator.is_main_process:
+        (out_dir / "history.json").write_text(json.dumps(progress["history"], indent=1))
+        (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
+    return result

@@ -1,0 +1,139 @@
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dermo.config import DEFAULT_MANIFEST, ModelConfig
+from dermo.data import (augment_batch, decode_images, load_hf_dataset, load_metadata, load_split, make_split,
+                        normalize, preprocess, resize)
+from tests.conftest import require_shared
+
+
+@pytest.fixture(scope="module")
+def manifest() -> pd.DataFrame:
+    return pd.read_csv(DEFAULT_MANIFEST, dtype={"image_id": str, "lesion_id": str})
+
+
+def test_manifest_covers_shared_set_and_is_reproducible(manifest):
+    shared = require_shared()
+    meta = load_metadata(shared, check_files=False)
+    assert len(manifest) == len(meta) == 10015
+    assert set(manifest["image_id"]) == set(meta["image_id"])
+    rebuilt = make_split(meta)
+    pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True), manifest.reset_index(drop=True),
+                                  check_dtype=False)
+
+
+def test_no_lesion_crosses_splits(manifest):
+    per_lesion = manifest.groupby("lesion_id")["split"].nunique()
+    assert per_lesion.max() == 1
+    assert manifest["lesion_id"].nunique() == 7470
+
+
+def test_byte_identical_duplicates_share_a_split(manifest):
+    split = dict(zip(manifest["image_id"], manifest["split"]))
+    for a, b in (("ISIC_0024366", "ISIC_0029861"), ("ISIC_0024777", "ISIC_0029938")):
+        assert split[a] == split[b]
+
+
+def test_split_sizes_and_malignant_share(manifest):
+    overall = manifest["label"].mean()
+    shares = manifest.groupby("split")["label"].mean()
+    fractions = manifest["split"].value_counts(normalize=True)
+    for s in ("train", "validation", "test"):
+        assert abs(shares[s] - overall) < 0.01, (s, shares[s], overall)
+    assert abs(fractions["train"] - 0.70) < 0.01
+    assert abs(fractions["validation"] - 0.15) < 0.01 and abs(fractions["test"] - 0.15) < 0.01
+
+
+def test_load_split_on_tiny_folder(tiny_data, tiny_manifest):
+    parts = [load_split(tiny_data, s, tiny_manifest) for s in ("train", "validation", "test")]
+    assert sum(len(p) for p in parts) == len(load_metadata(tiny_data))
+    lesions = [set(p["lesion_id"]) for p in parts]
+    assert not (lesions[0] & lesions[1]) and not (lesions[0] & lesions[2]) and not (lesions[1] & lesions[2])
+
+
+def test_folder_not_in_manifest_is_a_clear_error(tiny_data, tmp_path):
+    man = tmp_path / "m.csv"
+    pd.DataFrame({"image_id": ["x"], "lesion_id": ["y"], "label": [0], "split": ["train"]}).to_csv(man, index=False)
+    with pytest.raises(ValueError, match="not in the manifest"):
+        load_split(tiny_data, "test", man)
+
+
+def test_metadata_without_lesion_id_defaults_to_image(tmp_path):
+    from tests.conftest import make_tiny_folder
+
+    d = make_tiny_folder(tmp_path / "d", 4, 2, with_lesions=False)
+    df = load_metadata(d)
+    assert (df["lesion_id"] == df["image_id"]).all()
+
+
+@pytest.mark.parametrize("problem,match", [
+    ("no_label", "no 'label' column"),
+    ("no_file_name", "no 'file_name' column"),
+    ("bad_label", "label must be 0"),
+    ("missing_image", "missing"),
+    ("no_csv", "metadata.csv not found"),
+])
+def test_bad_metadata(tiny_data, tmp_path, problem, match):
+    import shutil
+
+    d = tmp_path / "bad"
+    shutil.copytree(tiny_data, d)
+    meta = pd.read_csv(d / "metadata.csv")
+    if problem == "no_label":
+        meta = meta.drop(columns=["label"])
+    elif problem == "no_file_name":
+        meta = meta.drop(columns=["file_name"])
+    elif problem == "bad_label":
+        meta.loc[0, "label"] = 2
+    elif problem == "missing_image":
+        (d / meta.loc[0, "file_name"]).unlink()
+    if problem == "no_csv":
+        (d / "metadata.csv").unlink()
+    else:
+        meta.to_csv(d / "metadata.csv", index=False)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        load_metadata(d)
+
+
+def test_corrupt_image_names_the_file(tiny_data, tmp_path):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not really a jpeg")
+    with pytest.raises(ValueError, match="broken.jpg"):
+        decode_images([str(bad)], 32)
+
+
+def test_preprocess_is_resize_then_normalize_and_honours_exif(tmp_path):
+    cfg = ModelConfig(img_size=32)
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    img.paste((0, 0, 255), (0, 0, 20, 20))  # left half blue
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 CW on display
+    p = tmp_path / "rot.jpg"
+    img.save(p, exif=exif, quality=95)
+    x = preprocess(p, cfg)
+    assert x.shape == (3, 32, 32) and x.dtype == np.float32
+    # after the EXIF rotation the blue half is on top
+    top_blue = x[2, :8].mean() > x[2, -8:].mean()
+    assert top_blue
+    ref = normalize(resize(Image.open(p).transpose(Image.Transpose.ROTATE_270).convert("RGB"), 32), cfg.mean, cfg.std)
+    np.testing.assert_allclose(x, ref, atol=1e-6)
+
+
+def test_augment_batch_keeps_shape_and_range():
+    import torch
+
+    x = torch.rand(4, 3, 32, 32)
+    y = augment_batch(x, torch.Generator().manual_seed(0))
+    assert y.shape == x.shape and float(y.min()) >= 0 and float(y.max()) <= 1
+    assert not torch.allclose(x, y)
+
+
+def test_hf_dataset_from_folder(tiny_data, tiny_manifest):
+    ds = load_hf_dataset(tiny_data, "train", tiny_manifest)
+    assert len(ds) == len(load_split(tiny_data, "train", tiny_manifest))
+    assert ds[0]["image"].size == (200, 150) and set(ds["split"]) == {"train"}
+    assert set(ds["label"]) <= {0, 1}
