@@ -37,7 +37,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dermo import quality  # noqa: E402
 from dermo.imageio import load_image  # noqa: E402
 
-DEFAULT_DATA = "/work/shared/data/ham10000/images"
+try:
+    from dermo.config import DEFAULT_DATA_DIR  # noqa: E402
+
+    DEFAULT_DATA = str(Path(DEFAULT_DATA_DIR) / "images")
+except ImportError:
+    DEFAULT_DATA = "/work/shared/data/ham10000/images"
 PCTS = (0.1, 1, 5, 50, 95, 99)
 
 

@@ -1,7 +1,7 @@
 """Teacher and student: a timm backbone with an attention-pooling head.
 
 ``forward_features`` gives the backbone's feature map (B, C, h, w); ``forward_head`` turns it into
-``ModelOutput(logits, attention)`` where ``attention`` (B, h, w) is a spatial softmax (sums to 1 per image) that
+``ModelOutput(logits, attention, embedding)`` where ``attention`` (B, h, w) is a spatial softmax (sums to 1 per image) that
 also does the pooling: ``pooled = sum_hw attention * features``. The map is therefore exactly what the classifier
 looked at, which is what the app shows and what MAG-KD aligns between teacher and student.
 The attention conv starts at zero, i.e. plain average pooling, so pretrained backbones start where they were trained.
@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 class ModelOutput(NamedTuple):
     logits: torch.Tensor  # (B, num_classes)
     attention: torch.Tensor  # (B, h, w), each map sums to 1
+    embedding: torch.Tensor  # (B, C) attention-pooled features (out-of-distribution check in the app)
 
 
 class LesionClassifier(
@@ -64,7 +65,7 @@ class LesionClassifier(
         a = torch.softmax(self.attn(f).float().flatten(1), dim=1)  # (B, h*w), fp32 for a stable softmax
         pooled = torch.bmm(f.flatten(2).float(), a.unsqueeze(2)).squeeze(2).to(f.dtype)  # (B, C)
         logits = self.fc(self.drop(pooled))
-        return ModelOutput(logits, a.view(b, h, w))
+        return ModelOutput(logits, a.view(b, h, w), pooled)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         return self.forward_head(self.forward_features(x))

@@ -213,6 +213,24 @@ def _reference_shapes(name: str) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in ref.state_dict().items()}
 
 
+def _packed_state_dict(name: str) -> dict[str, torch.Tensor] | None:
+    """Weights already in timm naming from ``$DERMO_PRETRAINED_DIR/<name>.safetensors`` (fp16 allowed), or None.
+
+    This is how the weights travel to a machine without the pip packages (the GPU box): ``train/pack_carry.py``
+    writes them from the verified packages, so they carry the same values (fp16-rounded).
+    """
+    import os
+
+    root = os.environ.get("DERMO_PRETRAINED_DIR")
+    if not root or not (Path(root) / f"{name}.safetensors").is_file():
+        return None
+    from safetensors.torch import load_file
+
+    sd = load_file(str(Path(root) / f"{name}.safetensors"))
+    logger.info("using packed %s weights from %s", name, root)
+    return {k: (v.float() if v.is_floating_point() else v) for k, v in sd.items()}
+
+
 def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
     """The source weights for ``name``, renamed to timm's parameter names.
 
@@ -227,6 +245,9 @@ def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
         ImportError / FileNotFoundError: see :func:`weight_path`.
     """
     src = _source(name)
+    packed = _packed_state_dict(name)
+    if packed is not None:
+        return packed
     path = weight_path(name)
     digest = _sha256(path)
     if digest != src.sha256:

@@ -17,7 +17,7 @@ present when ``pillow_heif`` can encode HEIC on this machine; ``missing``
 is a path that is deliberately *not* created.
 
 Expected outcomes with the default limits of ``load_image``
-(max_bytes=25 MiB, max_pixels=40 MP, max_side=4096):
+(max_bytes=25 MiB, max_pixels=64 MP, max_side=4096):
 
 =============  ==================  =================  =======================================
 name           file                outcome            note
@@ -28,7 +28,7 @@ truncated      truncated.jpg       truncated          noisy JPEG cut at 50 %
 one_pixel      one_pixel.png       ok                 1x1; refused later by the quality gate
                                                       (``dermo.quality``, reason too_small)
 bomb           bomb.png            too_many_pixels    valid 30000x30000 1-bit PNG, 110 KB
-bomb_mid       bomb_mid.png        too_many_pixels    valid 8000x8000 PNG: 64 MP is under
+bomb_mid       bomb_mid.png        too_many_pixels    valid 9000x9000 PNG: 81 MP is under
                                                       Pillow's own bomb limits, so only our
                                                       max_pixels check refuses it
 png16          png16.png           ok                 16-bit grey ramp, v*257 -> v
@@ -82,7 +82,7 @@ CASES: dict[str, Case] = {
     "one_pixel": Case("one_pixel.png", "ok", "1x1; the quality gate refuses it (too_small)",
                       (1, 1), ((0, 0), (200, 100, 50))),
     "bomb": Case("bomb.png", "too_many_pixels", "30000x30000 PNG"),
-    "bomb_mid": Case("bomb_mid.png", "too_many_pixels", "8000x8000 PNG, below Pillow's own limit"),
+    "bomb_mid": Case("bomb_mid.png", "too_many_pixels", "9000x9000 PNG, below Pillow's own limit"),
     "png16": Case("png16.png", "ok", "16-bit grey ramp v*257", (256, 16), ((200, 3), (200, 200, 200))),
     "png16_rgb": Case("png16_rgb.png", "ok", "16-bit RGB", (64, 48), ((10, 10), (255, 128, 0))),
     "cmyk": Case("cmyk.jpg", "ok", "CMYK JPEG, red", (64, 48), ((32, 24), (255, 0, 0)), 16),
@@ -172,7 +172,7 @@ def make_bad_inputs(tmp_dir: str | Path) -> dict[str, Path]:
     Image.new("RGB", (1, 1), (200, 100, 50)).save(p["one_pixel"])
 
     write_png(p["bomb"], 30000, 30000, bit_depth=1, color_type=0)
-    write_png(p["bomb_mid"], 8000, 8000, bit_depth=1, color_type=0)
+    write_png(p["bomb_mid"], 9000, 9000, bit_depth=1, color_type=0)
 
     ramp16 = np.tile((np.arange(256, dtype=np.uint16) * 257)[None, :], (16, 1))
     Image.fromarray(ramp16).save(p["png16"])  # mode I;16 -> 16-bit grey PNG

@@ -1,0 +1,427 @@
+"""Tests for dermo.imageio.load_image (bad and odd inputs: see tests/badinputs.py)."""
+
+from __future__ import annotations
+
+import io
+import pickle
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFile
+
+import dermo.imageio as imageio
+from dermo.imageio import MAX_SIDE, ImageError, load_image
+from tests.badinputs import CASES, EXPECTED, LOADS_OK, REFUSED, make_bad_inputs
+
+ROOT = Path(__file__).resolve().parents[1]
+PIL_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> dict[str, Path]:
+    return make_bad_inputs(tmp_path_factory.mktemp("badinputs"))
+
+
+def _jpeg(im: Image.Image, **kw) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", **kw)
+    return buf.getvalue()
+
+
+def _png(im: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    im.save(buf, "PNG")
+    return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- #
+# the shared bad-input set
+# --------------------------------------------------------------------------- #
+
+def test_expectations_are_consistent(bad):
+    assert LOADS_OK | REFUSED == set(CASES) == set(EXPECTED)
+    assert not LOADS_OK & REFUSED
+    assert set(bad) <= set(CASES)
+    assert set(CASES) - set(bad) <= {"good_heic"}  # only HEIC may be missing
+    assert not bad["missing"].exists()
+    for name in REFUSED:
+        assert EXPECTED[name] in imageio.ERROR_CODES
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input_case(bad, name):
+    if name not in bad:
+        pytest.skip(f"{name} could not be written here (no HEIC encoder)")
+    case = CASES[name]
+    if case.outcome == "ok":
+        im = load_image(bad[name])
+        assert im.mode == "RGB"
+        assert im.size == case.size
+        if case.probe:
+            (xy, rgb) = case.probe
+            got = im.getpixel(xy)
+            assert all(abs(g - e) <= case.tol for g, e in zip(got, rgb)), (got, rgb)
+    else:
+        with pytest.raises(ImageError) as ei:
+            load_image(bad[name])
+        err = ei.value
+        assert err.code == case.outcome, str(err)
+        msg = str(err)
+        assert msg and msg[0].isupper() and msg.endswith("."), msg
+        assert "Traceback" not in msg and "PIL" not in msg
+
+
+@pytest.mark.parametrize("name", ["zero_byte", "text", "truncated", "bomb", "bomb_mid", "png16", "cmyk", "animated"])
+def test_same_outcome_from_bytes_and_file_objects(bad, name):
+    data = bad[name].read_bytes()
+    outcomes = []
+    for src in (data, bytearray(data), io.BytesIO(data), open(bad[name], "rb")):
+        try:
+            outcomes.append(("ok", load_image(src).tobytes()))
+        except ImageError as err:
+            outcomes.append((err.code, None))
+        finally:
+            if hasattr(src, "close"):
+                src.close()
+    assert all(o == outcomes[0] for o in outcomes)
+    assert outcomes[0][0] == EXPECTED[name]
+
+
+def test_zero_byte_message(bad):
+    with pytest.raises(ImageError) as ei:
+        load_image(bad["zero_byte"])
+    assert str(ei.value) == "The file is empty (0 bytes). Upload a JPEG, PNG, WebP or HEIC photo."
+    with pytest.raises(ImageError, match="empty"):
+        load_image(b"")
+
+
+def test_text_file_mentions_text(bad):
+    with pytest.raises(ImageError, match="text"):
+        load_image(bad["text"])
+
+
+def test_png16_is_scaled_not_clipped(bad):
+    a = np.asarray(load_image(bad["png16"]))
+    assert a.shape == (16, 256, 3)
+    np.testing.assert_array_equal(a[0, :, 0], np.arange(256))  # v*257 -> v, not min(v*257, 255)
+    assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()
+
+
+def test_truncated_is_not_silently_grey(bad):
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+    with pytest.raises(ImageError) as ei:
+        load_image(bad["truncated"])
+    assert ei.value.code == "truncated"
+    assert "incomplete" in str(ei.value)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+@pytest.mark.parametrize("keep", [0.3, 0.9, -40])
+def test_truncated_png_and_jpeg(fmt, keep):
+    """Cut inside the pixel data -> error. (A PNG missing only IEND/checksums,
+    i.e. with every pixel present, does load, and that is fine.)"""
+    noise = Image.fromarray(np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8))
+    data = _png(noise) if fmt == "PNG" else _jpeg(noise)
+    cut = int(len(data) * keep) if keep > 0 else len(data) + keep
+    with pytest.raises(ImageError) as ei:
+        load_image(data[:cut])
+    assert ei.value.code in ("truncated", "corrupt")
+    if fmt == "JPEG":
+        with pytest.raises(ImageError, match="incomplete"):
+            load_image(data[:-2])  # only the EOI marker missing
+
+
+def test_animated_gif_first_frame(bad):
+    im = load_image(bad["animated"])
+    assert im.getcolors() == [(64 * 48, (255, 0, 0))]
+
+
+def test_exif_orientation_applied(bad):
+    with Image.open(bad["exif_rotated"]) as raw:
+        assert raw.size == (64, 32)
+    im = load_image(bad["exif_rotated"])
+    assert im.size == (32, 64)
+    top, bottom = im.getpixel((16, 4)), im.getpixel((16, 60))
+    assert top[0] > 200 and top[2] < 60  # red on top
+    assert bottom[2] > 200 and bottom[0] < 60  # blue below
+
+
+def test_transparency_on_white(bad):
+    im = load_image(bad["rgba"])
+    assert im.getpixel((5, 5)) == (255, 255, 255)
+    assert im.getpixel((60, 5)) == (0, 0, 255)
+    im = load_image(bad["palette"])
+    assert im.getpixel((5, 5)) == (255, 255, 255)
+    assert im.getpixel((60, 5)) == (255, 0, 0)
+
+
+# --------------------------------------------------------------------------- #
+# size limits
+# --------------------------------------------------------------------------- #
+
+def test_bomb_memory_and_time_bounded(bad):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    t0 = time.perf_counter()
+    for _ in range(3):
+        with pytest.raises(ImageError) as ei:
+            load_image(bad["bomb"])
+        assert ei.value.code == "too_many_pixels"
+        assert "too large" in str(ei.value)
+    assert time.perf_counter() - t0 < 2.0
+    # decoding 30000x30000 would need >= 900 MB
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024
+
+
+def test_pixel_check_happens_before_decoding(bad, monkeypatch):
+    """bomb_mid (81 MP) is under Pillow's own limits: only our header check can refuse it."""
+    assert 9000 * 9000 < Image.MAX_IMAGE_PIXELS
+
+    def no_decoding(self, *a, **k):
+        raise AssertionError("pixel data decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError) as ei:
+        load_image(bad["bomb_mid"])
+    assert ei.value.code == "too_many_pixels"
+    assert "9000 x 9000" in str(ei.value)
+
+
+def test_pillow_limit_still_reported_cleanly_when_max_pixels_is_huge(bad):
+    with pytest.raises(ImageError) as ei:
+        load_image(bad["bomb"], max_pixels=10**12)
+    assert ei.value.code == "too_many_pixels"
+
+
+def test_bomb_warning_as_error_is_mapped(tmp_path):
+    """Between 89.5 and 179 MP Pillow only warns; under -W error that warning is raised."""
+    from tests.badinputs import write_png
+
+    p = tmp_path / "b100.png"
+    write_png(p, 10000, 10000, bit_depth=1, color_type=0)
+    with pytest.warns(Image.DecompressionBombWarning):
+        with pytest.raises(ImageError):
+            load_image(p)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(ImageError) as ei:
+            load_image(p)
+    assert ei.value.code == "too_many_pixels"
+
+
+def test_global_pil_state_untouched(bad):
+    for p in bad.values():
+        try:
+            load_image(p)
+        except ImageError:
+            pass
+    assert Image.MAX_IMAGE_PIXELS == PIL_MAX_PIXELS
+    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+def test_huge_file_refused_without_reading(bad, monkeypatch):
+    def no_open(*a, **k):
+        raise AssertionError("file opened")
+
+    monkeypatch.setattr(imageio, "open", no_open, raising=False)
+    with pytest.raises(ImageError) as ei:
+        load_image(bad["huge"])
+    assert ei.value.code == "file_too_large"
+    assert "26.0 MB" in str(ei.value) and "25.0 MB" in str(ei.value)
+
+
+def test_huge_file_loads_with_higher_limit(bad):
+    im = load_image(bad["huge"], max_bytes=30 * 2**20)  # trailing padding after EOI is harmless
+    assert im.size == (64, 48)
+
+
+def test_max_bytes_for_bytes_and_streams():
+    data = _jpeg(Image.new("RGB", (32, 32), (10, 20, 30)))
+    with pytest.raises(ImageError) as ei:
+        load_image(data, max_bytes=len(data) - 1)
+    assert ei.value.code == "file_too_large"
+    assert load_image(data, max_bytes=len(data)).size == (32, 32)
+
+    class OneWay:  # non-seekable stream that counts what is read
+        def __init__(self, payload):
+            self.buf, self.read_total = io.BytesIO(payload), 0
+
+        def read(self, n=-1):
+            chunk = self.buf.read(n)
+            self.read_total += len(chunk)
+            return chunk
+
+        def seekable(self):
+            return False
+
+    s = OneWay(data + bytes(10_000))
+    with pytest.raises(ImageError) as ei:
+        load_image(s, max_bytes=len(data) + 100)
+    assert ei.value.code == "file_too_large"
+    assert s.read_total <= len(data) + 101
+    assert load_image(OneWay(data)).size == (32, 32)
+
+
+def test_max_side_downscale():
+    im = load_image(_jpeg(Image.new("RGB", (9000, 1000), (120, 80, 60))))  # draft path (>= 2x)
+    assert max(im.size) == MAX_SIDE == 4096
+    assert abs(im.size[0] / im.size[1] - 9.0) < 0.05
+    im = load_image(_png(Image.new("RGB", (5000, 1000), (120, 80, 60))))
+    assert im.size == (4096, 819)
+    assert load_image(_png(Image.new("RGB", (5000, 1000))), max_side=None).size == (5000, 1000)
+    assert load_image(np.zeros((1000, 5000, 3), np.uint8)).size == (4096, 819)
+    small = load_image(_png(Image.new("RGB", (4096, 100))))
+    assert small.size == (4096, 100)
+
+
+# --------------------------------------------------------------------------- #
+# sources
+# --------------------------------------------------------------------------- #
+
+def test_missing_path_and_folder(tmp_path):
+    with pytest.raises(ImageError) as ei:
+        load_image(tmp_path / "nope.jpg")
+    assert ei.value.code == "not_found" and "not found" in str(ei.value)
+    with pytest.raises(ImageError) as ei:
+        load_image(str(tmp_path / "nope.jpg"))
+    assert ei.value.code == "not_found"
+    with pytest.raises(ImageError) as ei:
+        load_image(tmp_path)
+    assert ei.value.code == "not_a_file"
+
+
+def test_none_and_wrong_types(tmp_path):
+    with pytest.raises(ImageError) as ei:
+        load_image(None)
+    assert ei.value.code == "no_image"
+    with pytest.raises(TypeError):
+        load_image(42)
+    p = tmp_path / "a.png"
+    Image.new("RGB", (8, 8)).save(p)
+    with open(p) as text_mode, pytest.raises(TypeError, match="binary"):
+        load_image(text_mode)
+
+
+def test_numpy_arrays():
+    assert load_image(np.full((4, 5), 7, np.uint8)).getpixel((0, 0)) == (7, 7, 7)
+    assert load_image(np.full((4, 5, 1), 7, np.uint8)).size == (5, 4)
+    rgb = np.zeros((4, 5, 3), np.uint8)
+    rgb[..., 0] = 200
+    assert load_image(rgb).getpixel((4, 3)) == (200, 0, 0)
+    rgba = np.zeros((4, 5, 4), np.uint8)  # fully transparent -> white
+    assert load_image(rgba).getpixel((0, 0)) == (255, 255, 255)
+    u16 = np.array([[0, 257 * 100, 65535]], np.uint16)
+    assert [load_image(u16).getpixel((x, 0))[0] for x in range(3)] == [0, 100, 255]
+    u16rgb = np.full((2, 2, 3), 257 * 50, np.uint16)
+    assert load_image(u16rgb).getpixel((0, 0)) == (50, 50, 50)
+    assert load_image(np.asfortranarray(rgb)).getpixel((4, 3)) == (200, 0, 0)
+    for bad_arr, code in [
+        (np.zeros((4, 5), np.float32), "unsupported_array"),
+        (np.zeros((4, 5, 2), np.uint8), "unsupported_array"),
+        (np.zeros((4,), np.uint8), "unsupported_array"),
+        (np.zeros((0, 5, 3), np.uint8), "empty"),
+    ]:
+        with pytest.raises(ImageError) as ei:
+            load_image(bad_arr)
+        assert ei.value.code == code
+    with pytest.raises(ImageError) as ei:
+        load_image(np.zeros((100, 100), np.uint8), max_pixels=9999)
+    assert ei.value.code == "too_many_pixels"
+
+
+@pytest.mark.parametrize(
+    "mode,value,expected",
+    [
+        ("RGB", (1, 2, 3), (1, 2, 3)),
+        ("L", 77, (77, 77, 77)),
+        ("1", 1, (255, 255, 255)),
+        ("LA", (77, 0), (255, 255, 255)),
+        ("La", (77, 255), (77, 77, 77)),
+        ("RGBA", (10, 20, 30, 255), (10, 20, 30)),
+        ("RGBA", (10, 20, 30, 0), (255, 255, 255)),
+        ("I;16", 257 * 9, (9, 9, 9)),
+        ("I;16B", 65535, (255, 255, 255)),
+        ("I", 32768, (128, 128, 128)),
+        ("I", -5, (0, 0, 0)),
+        ("F", 0.5, (128, 128, 128)),
+        ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
+    ],
+)
+def test_pil_modes(mode, value, expected):
+    src = Image.new(mode, (6, 4), value)
+    im = load_image(src)
+    assert im.mode == "RGB" and im.size == (6, 4)
+    assert im.getpixel((0, 0)) == expected
+
+
+def test_pil_input_is_not_returned_or_mutated():
+    src = Image.new("RGB", (10, 10), (1, 2, 3))
+    out = load_image(src)
+    assert out is not src
+    out.putpixel((0, 0), (9, 9, 9))
+    assert src.getpixel((0, 0)) == (1, 2, 3)
+    with pytest.raises(ImageError) as ei:
+        load_image(src, max_pixels=99)
+    assert ei.value.code == "too_many_pixels"
+
+
+def test_lazily_opened_pil_image(bad):
+    with Image.open(bad["animated"]) as src:
+        src.seek(1)
+        assert load_image(src).getpixel((0, 0)) == (255, 0, 0)
+    with Image.open(bad["truncated"]) as src:
+        with pytest.raises(ImageError) as ei:
+            load_image(src)
+        assert ei.value.code == "truncated"
+
+
+def test_heic(bad):
+    if "good_heic" not in bad:
+        pytest.skip("pillow_heif cannot encode HEIC here")
+    im = load_image(bad["good_heic"].read_bytes())
+    assert im.mode == "RGB" and im.size == (64, 48)
+
+
+def test_other_formats():
+    im = Image.new("RGB", (20, 10), (50, 100, 150))
+    for fmt in ("WEBP", "BMP", "TIFF", "GIF"):
+        buf = io.BytesIO()
+        im.save(buf, fmt)
+        out = load_image(buf.getvalue())
+        assert out.size == (20, 10) and out.mode == "RGB", fmt
+
+
+def test_disallowed_format_refused():
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PPM")  # Pillow can read it, we do not accept it
+    with pytest.raises(ImageError) as ei:
+        load_image(buf.getvalue())
+    assert ei.value.code == "not_image"
+
+
+def test_error_is_value_error_and_pickles():
+    err = ImageError("The file is empty (0 bytes).", code="empty")
+    assert isinstance(err, ValueError)
+    back = pickle.loads(pickle.dumps(err))
+    assert back.code == "empty" and str(back) == str(err)
+
+
+def test_nothing_printed(bad, capsys):
+    for p in bad.values():
+        try:
+            load_image(p)
+        except ImageError:
+            pass
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
+
+
+def test_library_does_not_import_gradio():
+    code = "import sys, dermo.imageio, dermo.quality; assert 'gradio' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)

@@ -1,0 +1,172 @@
+"""Tests for dermo.quality.check_quality."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from dermo import quality
+from dermo.imageio import load_image
+from dermo.quality import MESSAGES, QualityReport, check_quality, measure
+
+try:
+    from dermo.config import DEFAULT_DATA_DIR
+except ImportError:  # pragma: no cover - config not present
+    DEFAULT_DATA_DIR = Path("/work/shared/data/ham10000")
+HAM = Path(DEFAULT_DATA_DIR) / "images"
+needs_ham = pytest.mark.skipif(not HAM.is_dir(), reason=f"{HAM} not available")
+
+
+def _ham(n: int) -> list[Image.Image]:
+    files = sorted(HAM.glob("*.jpg"))
+    files = files[:: max(1, len(files) // n)][:n]  # spread over the whole set
+    return [load_image(p) for p in files]
+
+
+def synthetic_lesion(w: int = 300, h: int = 225, seed: int = 0) -> Image.Image:
+    """Skin-coloured, textured background with a darker textured ellipse."""
+    rng = np.random.default_rng(seed)
+    a = np.empty((h, w, 3), np.float32)
+    a[:] = (205, 160, 140)
+    a += rng.normal(0, 6, (h, w, 1))
+    yy, xx = np.mgrid[:h, :w]
+    inside = ((xx - w / 2) / (w * 0.22)) ** 2 + ((yy - h / 2) / (h * 0.25)) ** 2 < 1
+    a[inside] = a[inside] * 0.45 + rng.normal(0, 10, (int(inside.sum()), 1))
+    return Image.fromarray(np.clip(a, 0, 255).astype(np.uint8), "RGB")
+
+
+def heavy_blur(img: Image.Image) -> Image.Image:
+    """The 'obviously blurred' case: resize to 600 px wide, Gaussian radius 8."""
+    big = img.resize((600, round(600 * img.height / img.width)), Image.Resampling.BICUBIC)
+    return big.filter(ImageFilter.GaussianBlur(8))
+
+
+def test_synthetic_lesion_passes():
+    r = check_quality(synthetic_lesion())
+    assert r.ok, r.reasons
+    assert r.reasons == [] and r.codes == []
+
+
+def test_all_black_is_too_dark():
+    r = check_quality(Image.new("RGB", (200, 150), 0))
+    assert not r.ok
+    assert r.codes == ["too_dark"]  # not also "blurry"
+    assert r.reasons == ["The photo is too dark: retake it in better light."]
+    assert r.measures["brightness"] == 0
+
+
+def test_all_white_is_too_bright():
+    r = check_quality(Image.new("RGB", (200, 150), (255, 255, 255)))
+    assert not r.ok
+    assert r.codes == ["too_bright"]
+    assert r.reasons == [MESSAGES["too_bright"]]
+    assert "too bright" in r.reasons[0]
+
+
+def test_dark_photo_of_lesion():
+    dim = Image.eval(synthetic_lesion(), lambda v: v // 10)
+    r = check_quality(dim)
+    assert r.codes == ["too_dark"]
+
+
+@pytest.mark.parametrize("size", [(1, 1), (48, 36), (63, 500), (500, 63)])
+def test_tiny_is_too_small(size):
+    r = check_quality(synthetic_lesion().resize(size))
+    assert not r.ok
+    assert r.codes == ["too_small"]
+    assert f"{size[0]} x {size[1]} pixels" in r.reasons[0]
+    assert (r.measures["width"], r.measures["height"]) == size
+
+
+def test_min_side_boundary():
+    assert check_quality(synthetic_lesion(64, 64)).ok
+    r = check_quality(synthetic_lesion(64, 64), min_side=65)
+    assert r.codes == ["too_small"] and "65 pixels" in r.reasons[0]
+
+
+def test_one_pixel_from_badinputs(tmp_path):
+    from tests.badinputs import make_bad_inputs
+
+    img = load_image(make_bad_inputs(tmp_path)["one_pixel"])
+    assert check_quality(img).codes == ["too_small"]
+
+
+def test_blurred_synthetic_is_blurry():
+    r = check_quality(heavy_blur(synthetic_lesion()))
+    assert not r.ok
+    assert r.codes == ["blurry"]
+    assert r.reasons == [MESSAGES["blurry"]]
+    assert r.measures["sharpness"] < quality.BLUR
+
+
+def test_flat_grey_is_blurry():
+    assert check_quality(Image.new("RGB", (200, 150), (128, 128, 128))).codes == ["blurry"]
+
+
+def test_thresholds_are_parameters():
+    img = synthetic_lesion()
+    m = measure(img)
+    assert check_quality(img, dark=m["brightness"] + 1).codes == ["too_dark"]
+    assert check_quality(img, bright=m["brightness"] - 1).codes == ["too_bright"]
+    assert check_quality(img, blur=m["sharpness"] + 1).codes == ["blurry"]
+
+
+def test_measures_and_resolution_independence():
+    img = synthetic_lesion(200, 150)
+    m = measure(img)
+    assert set(m) == {"brightness", "contrast", "sharpness", "width", "height"}
+    assert 0 <= m["brightness"] <= 255 and m["contrast"] > 0
+    for f in (2, 4):
+        m2 = measure(img.resize((200 * f, 150 * f), Image.Resampling.LANCZOS))
+        assert m2["brightness"] == pytest.approx(m["brightness"], abs=1)
+        assert m2["contrast"] == pytest.approx(m["contrast"], rel=0.05)
+        assert m2["sharpness"] == pytest.approx(m["sharpness"], rel=0.15)
+        assert (m2["width"], m2["height"]) == (200 * f, 150 * f)
+
+
+def test_does_not_mutate_image():
+    img = synthetic_lesion()
+    before = img.tobytes()
+    check_quality(img)
+    assert img.tobytes() == before and img.mode == "RGB"
+
+
+def test_non_rgb_input_is_accepted():
+    assert check_quality(synthetic_lesion().convert("L")).ok
+    assert check_quality(synthetic_lesion().convert("RGBA")).ok
+
+
+def test_extension_point_for_out_of_distribution_check():
+    calls = []
+
+    def fake_ood(img, report):
+        calls.append(img.size)
+        report.add_issue("not_skin", "This does not look like a photo of skin: photograph the lesion itself.",
+                         ood_score=0.97)
+
+    r = check_quality(synthetic_lesion(), extra_checks=[fake_ood])
+    assert calls == [(300, 225)]
+    assert not r.ok and r.codes == ["not_skin"] and r.measures["ood_score"] == 0.97
+    r = QualityReport()
+    assert r.ok and r.reasons == [] and r.measures == {}
+    r.add_issue("not_skin", "x")
+    assert not r.ok and r.reasons == ["x"]
+
+
+@needs_ham
+def test_real_dermoscopic_images_pass():
+    images = _ham(20)
+    assert len(images) == 20
+    for img in images:
+        r = check_quality(img)
+        assert r.ok, (r.codes, r.measures)
+
+
+@needs_ham
+def test_real_dermoscopic_images_heavily_blurred_fail():
+    for img in _ham(5):
+        r = check_quality(heavy_blur(img))
+        assert r.codes == ["blurry"], r.measures

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The full training run on one lent GPU (H100/H200), in ONE device call of <= 10 minutes:
+#   teacher (tf_efficientnet_lite0, ImageNet init, 224 px, TTA) -> baseline student and MAG-KD student
+#   (mobilenetv2_100, ImageNet init, 224 px, same seed and budget) -> optional 36-config search.
+# Prepare here:  python -m train.pack_carry   (writes .carry/, git-ignored)
+# Run with the device tool: carry [".carry"], command:
+#   PYTHONUNBUFFERED=1 bash train/gpu_full.sh 2>&1 | tee $OUT/log
+# What comes back under $OUT: log, runs.tar (best/ folders + metrics/history, no optimizer state).
+# The GPU image has torch/timm/accelerate/pandas but not datasets/gradio/evaluate: the training path imports none.
+set -euo pipefail
+OUT=${OUT:-/tmp/out}
+EPOCHS_T=${EPOCHS_T:-30}
+EPOCHS_S=${EPOCHS_S:-40}
+mkdir -p /tmp/data && tar -xf .carry/ham10000.tar -C /tmp/data
+export DERMO_PRETRAINED_DIR=$PWD/.carry/weights PYTHONPATH=$PWD
+COMMON="--data_dir /tmp/data/ham10000 --num_workers 16 --img_size 224 --batch_size 128 --lr 1e-3 --seed 0 --progress false --pretrained true --mixed_precision bf16"
+python -m train.train $COMMON --epochs $EPOCHS_T --backbone tf_efficientnet_lite0 --tta true \
+  --name dermohelper-teacher --output_dir runs/gpu/teacher
+python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-baseline \
+  --output_dir runs/gpu/baseline
+python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student \
+  --teacher runs/gpu/teacher/best --output_dir runs/gpu/magkd
+if [ -f train/gpu_search.sh ] && [ "${SEARCH:-1}" = 1 ]; then
+  bash train/gpu_search.sh runs/gpu/teacher/best || echo "search failed; training results kept"
+fi
+tar -cf "$OUT/runs.tar" --exclude='checkpoints' runs/gpu

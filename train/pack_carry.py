@@ -1,0 +1,39 @@
+"""Pack what a GPU run needs into the git-ignored ``.carry/`` folder (the device tool's carry limit is 64 MiB
+and counts per-file overhead): the dataset as ONE tar (images + metadata.csv, ~39 MB) and the verified ImageNet
+backbones in timm naming as fp16 safetensors (read through ``DERMO_PRETRAINED_DIR``).
+
+    python -m train.pack_carry [--data ../shared/data/ham10000] [--models tf_efficientnet_lite0 mobilenetv2_100]
+"""
+import argparse
+import tarfile
+from pathlib import Path
+
+from dermo.config import DEFAULT_DATA_DIR
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=str(DEFAULT_DATA_DIR))
+    ap.add_argument("--out", default=".carry")
+    ap.add_argument("--models", nargs="+", default=["tf_efficientnet_lite0", "mobilenetv2_100"])
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    (out / "weights").mkdir(parents=True, exist_ok=True)
+    data = Path(args.data)
+    with tarfile.open(out / "ham10000.tar", "w") as tar:  # JPEGs do not compress: plain tar
+        tar.add(data / "metadata.csv", arcname="ham10000/metadata.csv")
+        tar.add(data / "images", arcname="ham10000/images")
+    from safetensors.torch import save_file
+
+    from dermo.pretrained import timm_state_dict
+
+    for name in args.models:
+        sd = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in timm_state_dict(name).items()}
+        save_file(sd, str(out / "weights" / f"{name}.safetensors"))
+    for p in sorted(out.rglob("*")):
+        if p.is_file():
+            print(f"{p}  {p.stat().st_size / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
