@@ -140,12 +140,16 @@ def load_hf_dataset(source: str | Path = DEFAULT_DATA_DIR, split: str | None = N
     """Load a labelled folder or a Hub dataset id as a ``datasets.Dataset`` with an ``image`` column.
 
     A local folder goes through the ``imagefolder`` builder (metadata.csv columns become features) and gets a
-    ``split`` column from the manifest; a Hub id (``owner/name``) is loaded as pushed by ``dermo.hub``
-    (splits ``train``/``validation``/``test``).
+    ``split`` column from the manifest; a Hub id (``owner/name``), or a folder laid out like that repository, is
+    loaded as pushed by ``dermo.hub`` (splits ``train``/``validation``/``test``).
     """
     import datasets  # not installed on the training GPU machine: imported where needed
 
-    if Path(source).is_dir():
+    # a folder laid out like the pushed Hub repo (data/<split>-*.parquet, e.g. `dermo.hub push-dataset --dry-run`)
+    # loads like the Hub id
+    hub_layout = (Path(source).is_dir() and not (Path(source) / "metadata.csv").is_file()
+                  and any(Path(source).glob("data/*.parquet")))
+    if Path(source).is_dir() and not hub_layout:
         df = load_metadata(source)  # validates columns/labels with clear messages first
         ds = datasets.load_dataset("imagefolder", data_dir=str(source), split="train")
         if manifest is not None and Path(manifest).is_file():

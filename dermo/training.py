@@ -94,7 +94,7 @@ def train_one_epoch(model, teacher, optimizer, scheduler, accelerator, images: t
         n_seen += len(idx)
         n_steps += 1
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{float(terms.loss):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
+            bar.set_postfix(loss=f"{float(terms.loss.detach()):.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
         if on_step is not None and on_step(epoch, step + 1):
             break
     n_steps = max(1, n_steps)
@@ -186,7 +186,7 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
         tr_x, tr_y, _ = load_arrays(cfg, "train", size, cfg.data.limit_train)
         va_x, va_y, _ = load_arrays(cfg, "validation", cfg.model.img_size, cfg.data.limit_eval)
     else:
-        (tr_x, tr_y), (va_x, va_y) = data["train"], data["validation"]
+        (tr_x, tr_y), (va_x, va_y) = data["train"], data["validation"]  # noqa: N806
         tr_y, va_y = np.asarray(tr_y), np.asarray(va_y)
     dev = accelerator.device
     tr_x, tr_y_t = tr_x.to(dev), torch.as_tensor(tr_y, dtype=torch.long, device=dev)
@@ -230,7 +230,7 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
         if tc.save_every_steps and progress["global_step"] % tc.save_every_steps == 0:
             save_checkpoint(epoch, step)
         if tc.max_steps and progress["global_step"] >= tc.max_steps:
-            stop["flag"] = True
+            stop.update(flag=True, at=(epoch, step))
             return True
         return False
 
@@ -252,9 +252,10 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
                 if accelerator.is_main_process:
                     accelerator.unwrap_model(model).save_pretrained(out_dir / "best")
                     cfg.save(out_dir / "best" / "run_config.json")
-        save_checkpoint(epoch + 1, 0)
-        if stop["flag"]:
+        if stop["flag"]:  # stopped mid-epoch by max_steps: resume continues from that step
+            save_checkpoint(*stop["at"])
             break
+        save_checkpoint(epoch + 1, 0)
 
     result = {"best_epoch": progress["best_epoch"], "validation": progress.get("best", {}),
               "epochs_run": len(progress["history"]), "global_step": progress["global_step"],

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The reduced real-data run that fits a 2-core CPU (no GPU in the session that made it): ImageNet-initialised
-# tf_efficientnet_lite0 teacher, mobilenetv2_100 student trained plain and with MAG-KD, 160 px, 4 epochs each,
+# tf_efficientnet_lite0 teacher, mobilenetv2_100 student trained plain and with MAG-KD, 128 px, 3 epochs each,
 # same seed and budget for both students. The full run is train/gpu_full.sh.
 set -euo pipefail
 OUT=${OUT:-runs/cpu}
-COMMON="--img_size 160 --epochs 4 --batch_size 32 --lr 5e-4 --seed 0 --progress false --pretrained true"
+COMMON="--img_size 128 --epochs 3 --batch_size 32 --lr 5e-4 --seed 0 --progress true --pretrained true"
 python -m train.train $COMMON --backbone tf_efficientnet_lite0 --tta true --name dermohelper-teacher \
   --output_dir $OUT/teacher
 python -m train.train $COMMON --backbone mobilenetv2_100 --name dermohelper-student-baseline \
