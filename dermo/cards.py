@@ -1,0 +1,626 @@
+"""Model and dataset cards rendered from what we measured: ``reports/`` JSON files, the model's config.json and
+run_config.json, and the committed split manifest. No figure in a card is typed by hand; a report that does not
+exist yet is shown as "not measured yet".
+
+Reports read (each optional):
+
+- ``reports/training.json``: training results (any nesting; every object holding ``auroc`` becomes a table row)
+- ``reports/evaluation/<name>/metrics.json``: ``python -m dermo.evaluate`` output (``dermo.metrics.summarize``
+  keys plus ``bands``, ``ece``, ``split``); the one for this model's test split gives the headline table and the
+  Hub ``model-index``, whole-folder evaluations of other data are the external-set results
+- ``reports/inference.json``: the latency/size benchmark
+- ``reports/quality_gate.json``: the photo quality / out-of-distribution gate measurement
+
+The card's YAML front matter is built with ``huggingface_hub.ModelCardData`` / ``EvalResult`` so the Hub parses it.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
+
+from .config import DEFAULT_DATA_DIR, DEFAULT_MANIFEST
+from .inference import BAND_TEXT, DISCLAIMER
+
+logger = logging.getLogger(__name__)
+
+LICENSE_ID = "cc-by-nc-sa-4.0"
+NOT_MEASURED = "not measured yet"
+MODEL_TAGS = ["image-classification", "dermatology", "skin-lesion", "ham10000", "medical", "onnx",
+              "knowledge-distillation", "pytorch_model_hub_mixin", "model_hub_mixin"]
+HUB_METRICS = ["roc_auc", "recall", "precision", "f1", "accuracy"]
+
+HAM_CITATION = ("Tschandl P., Rosendahl C., Kittler H. *The HAM10000 dataset, a large collection of multi-source "
+                "dermatoscopic images of common pigmented skin lesions.* Sci. Data 5, 180161 (2018). "
+                "doi:[10.1038/sdata.2018.161](https://doi.org/10.1038/sdata.2018.161). Dataset: Harvard Dataverse, "
+                "doi:[10.7910/DVN/DBW86T](https://doi.org/10.7910/DVN/DBW86T).")
+ISIC_CITATION = ("Codella N. et al. *Skin Lesion Analysis Toward Melanoma Detection 2018: A Challenge Hosted by "
+                 "the International Skin Imaging Collaboration (ISIC).* "
+                 "[arXiv:1902.03368](https://arxiv.org/abs/1902.03368) (2019).")
+BIBTEX = """@article{tschandl2018ham10000,
+  title   = {The HAM10000 dataset, a large collection of multi-source dermatoscopic images of common pigmented skin lesions},
+  author  = {Tschandl, Philipp and Rosendahl, Cliff and Kittler, Harald},
+  journal = {Scientific Data},
+  volume  = {5},
+  pages   = {180161},
+  year    = {2018},
+  doi     = {10.1038/sdata.2018.161}
+}
+@article{codella2019isic,
+  title   = {Skin Lesion Analysis Toward Melanoma Detection 2018: A Challenge Hosted by the International Skin Imaging Collaboration (ISIC)},
+  author  = {Codella, Noel and others},
+  journal = {arXiv preprint arXiv:1902.03368},
+  year    = {2019}
+}"""
+LICENSE_NOTE = """DermoHelper model weights and data files in this repository
+=========================================================
+
+Weights, ONNX files and data here are derived from the HAM10000 dataset
+(Tschandl P., Rosendahl C., Kittler H., Sci. Data 5, 180161 (2018), doi:10.1038/sdata.2018.161;
+dataset doi:10.7910/DVN/DBW86T), released under the Creative Commons
+Attribution-NonCommercial-ShareAlike 4.0 International license (CC BY-NC-SA 4.0).
+
+They are therefore shared under CC BY-NC-SA 4.0 as well:
+https://creativecommons.org/licenses/by-nc-sa/4.0/
+
+- Attribution: cite the HAM10000 paper above (and this repository).
+- NonCommercial: no commercial use.
+- ShareAlike: derivatives must be shared under the same license.
+
+The DermoHelper source code is licensed separately (Apache-2.0).
+
+This is a research triage aid, not a medical device and not a diagnosis.
+"""
+
+
+# -------------------------------------------------------------------------------------------------------- reports
+def _read_json(path: Path) -> Any | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        logger.warning("ignoring %s: not valid JSON (%s)", path, e)
+        return None
+
+
+@dataclass
+class Reports:
+    """Everything found under a reports folder; absent reports are None / empty."""
+
+    root: Path
+    training: Any = None
+    evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)  # folder name -> metrics.json
+    inference: Any = None
+    quality_gate: Any = None
+
+
+def load_reports(reports_dir: str | Path = "reports") -> Reports:
+    root = Path(reports_dir)
+    rep = Reports(root=root, training=_read_json(root / "training.json"),
+                  inference=_read_json(root / "inference.json"), quality_gate=_read_json(root / "quality_gate.json"))
+    ev = root / "evaluation"
+    if ev.is_dir():
+        for metrics in sorted(ev.glob("*/metrics.json")):
+            data = _read_json(metrics)
+            if isinstance(data, dict):
+                rep.evaluations[metrics.parent.name] = data
+    logger.info("reports in %s: training=%s evaluations=%s inference=%s quality_gate=%s", root,
+                rep.training is not None, sorted(rep.evaluations), rep.inference is not None,
+                rep.quality_gate is not None)
+    return rep
+
+
+def _find_values(obj: Any, key: str, depth: int = 2) -> Iterator[Any]:
+    """Values stored under ``key`` in ``obj`` and its nested dicts (up to ``depth`` levels down)."""
+    if isinstance(obj, dict):
+        if key in obj:
+            yield obj[key]
+        if depth > 0:
+            for v in obj.values():
+                yield from _find_values(v, key, depth - 1)
+
+
+def _fields(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Top-level keys merged over ``source`` (where ``dermo.evaluate`` records model, sha256, data and split)."""
+    src = metrics.get("source") if isinstance(metrics.get("source"), dict) else {}
+    return {**src, **{k: v for k, v in metrics.items() if v is not None}}
+
+
+def evaluation_split(metrics: dict[str, Any]) -> str | None:
+    f = _fields(metrics)
+    for k in ("split", "data_split"):
+        v = f.get(k)
+        if isinstance(v, str) and v:
+            return v
+    return None
+
+
+def evaluation_data(metrics: dict[str, Any]) -> str:
+    f = _fields(metrics)
+    for k in ("data", "data_dir", "dataset"):
+        v = f.get(k)
+        if isinstance(v, str) and v:
+            return v
+    return ""
+
+
+def is_external(name: str, metrics: dict[str, Any]) -> bool:
+    """An evaluation of data other than HAM10000 (no split, and the data folder is not the HAM10000 copy)."""
+    if evaluation_split(metrics) in ("train", "validation", "test"):
+        return False
+    data = evaluation_data(metrics).lower()
+    return "ham10000" not in data and "ham10000" not in name.lower()
+
+
+def match_evaluations(reports: Reports, sha256s: set[str], paths: set[str],
+                      names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The evaluations of *this* model: ``names`` given explicitly, else matched by sha256 or model path."""
+    if names:
+        missing = [n for n in names if n not in reports.evaluations]
+        if missing:
+            raise FileNotFoundError(f"no metrics.json for evaluation(s) {missing} under {reports.root / 'evaluation'};"
+                                    f" available: {sorted(reports.evaluations) or 'none'}")
+        return {n: reports.evaluations[n] for n in names}
+    out = {}
+    norm = {str(Path(p).resolve()) for p in paths}
+    for name, m in reports.evaluations.items():
+        f = _fields(m)
+        shas = {v for k in ("sha256", "model_sha256") for v in _find_values(m, k) if isinstance(v, str)}
+        models = {str(Path(f[k]).resolve()) for k in ("model",) if isinstance(f.get(k), str)}
+        models |= {str(Path(v).resolve().parent) for v in models if v.endswith(".onnx")}
+        if shas & sha256s or models & norm:
+            out[name] = m
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------- formatting
+def _num(v: Any) -> float | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+        return None
+    return float(v)
+
+
+def fmt(v: Any, pct: bool = False, digits: int = 3) -> str:
+    x = _num(v)
+    if x is None:
+        return "n/a"
+    return f"{100 * x:.1f}%" if pct else f"{x:.{digits}f}"
+
+
+def fmt_ci(v: Any, ci: Any, pct: bool = False) -> str:
+    """``0.912 (95% CI 0.890-0.931)``; ``n/a`` when the value is missing."""
+    s = fmt(v, pct)
+    if s == "n/a" or not (isinstance(ci, (list, tuple)) and len(ci) == 2 and all(_num(c) is not None for c in ci)):
+        return s
+    lo, hi = (fmt(c, pct) for c in ci)
+    return f"{s} ({lo} – {hi})"
+
+
+def _scalar_rows(obj: Any, prefix: str = "", limit: int = 60) -> list[tuple[str, str]]:
+    """Flatten a JSON report into (dotted key, value) rows of its scalar leaves (numbers, strings, booleans)."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(o: Any, p: str) -> None:
+        if len(rows) >= limit:
+            return
+        if isinstance(o, dict):
+            for k, v in o.items():
+                walk(v, f"{p}.{k}" if p else str(k))
+        elif isinstance(o, list):
+            if all(not isinstance(x, (dict, list)) for x in o) and len(o) <= 4:
+                rows.append((p, ", ".join(fmt(x) if _num(x) is not None else str(x) for x in o)))
+            else:
+                for i, x in enumerate(o):
+                    walk(x, f"{p}[{i}]")
+        elif isinstance(o, bool) or o is None:
+            rows.append((p, str(o)))
+        elif isinstance(o, (int, float)):
+            rows.append((p, str(o) if isinstance(o, int) else fmt(o, digits=4)))
+        elif isinstance(o, str) and len(o) <= 120:
+            rows.append((p, o))
+
+    walk(obj, prefix)
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def metrics_table(m: dict[str, Any]) -> str:
+    """Headline table of one metrics.json: at the validation-chosen operating point and at 0.5, with 95% CIs."""
+    rows = [["AUROC", fmt_ci(m.get("auroc"), m.get("auroc_ci")), "(threshold-free)"]]
+    at05 = m.get("at_0.5") if isinstance(m.get("at_0.5"), dict) else {}
+    for k in ("sensitivity", "specificity", "precision", "f1", "accuracy"):
+        rows.append([k.capitalize() if k != "f1" else "F1", fmt_ci(m.get(k), m.get(f"{k}_ci"), pct=True),
+                     fmt_ci(at05.get(k), at05.get(f"{k}_ci"), pct=True)])
+    head = ["metric", f"operating point (p >= {fmt(m.get('threshold'), digits=4)})", "at p >= 0.5"]
+    return _table(head, rows)
+
+
+def ece_text(m: dict[str, Any]) -> str | None:
+    ece = m.get("ece")
+    if isinstance(ece, dict):
+        return ", ".join(f"{k}: {fmt(v, digits=4)}" for k, v in ece.items() if _num(v) is not None) or None
+    if _num(ece) is not None:
+        return fmt(ece, digits=4)
+    parts = [f"{k}: {fmt(m[k], digits=4)}" for k in m if k.startswith("ece") and _num(m[k]) is not None]
+    return ", ".join(parts) or None
+
+
+def bands_table(m: dict[str, Any], band_low: float, band_high: float) -> str | None:
+    bands = m.get("bands")
+    if not isinstance(bands, dict):
+        return None
+    edges = {"low": f"p < {band_low:.4g}", "medium": f"{band_low:.4g} <= p < {band_high:.4g}",
+             "high": f"p >= {band_high:.4g}"}
+    rows = []
+    for b in ("low", "medium", "high"):
+        d = bands.get(b) or {}
+        rows.append([b.capitalize(), edges[b], str(d.get("n", "n/a")), str(d.get("n_malignant", "n/a")),
+                     fmt(d.get("malignant_rate"), pct=True), fmt(d.get("share_of_malignant"), pct=True)])
+    return _table(["band", "edges (calibrated P(malignant))", "images", "malignant", "malignancy rate",
+                   "share of all malignant"], rows)
+
+
+def training_rows(training: Any) -> list[list[str]]:
+    """One row per object holding ``auroc`` anywhere in training.json, named by its path."""
+    rows: list[list[str]] = []
+
+    def walk(o: Any, path: list[str]) -> None:
+        if isinstance(o, dict):
+            if "auroc" in o:
+                rows.append([" / ".join(path) or "model", fmt_ci(o.get("auroc"), o.get("auroc_ci")),
+                             fmt_ci(o.get("sensitivity"), o.get("sensitivity_ci"), pct=True),
+                             fmt_ci(o.get("specificity"), o.get("specificity_ci"), pct=True),
+                             fmt(o.get("threshold"), digits=4)])
+            for k, v in o.items():
+                if k != "at_0.5":
+                    walk(v, path + [str(k)])
+        elif isinstance(o, list):
+            for i, v in enumerate(o):
+                name = v.get("name") or v.get("model") if isinstance(v, dict) else None
+                walk(v, path + [str(name) if name else str(i)])
+
+    walk(training, [])
+    return rows
+
+
+def split_summary(manifest: str | Path = DEFAULT_MANIFEST) -> str:
+    """Images / lesions / malignant share per split, computed from the committed manifest."""
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        return f"Split manifest {manifest.name}: {NOT_MEASURED}."
+    man = pd.read_csv(manifest, dtype={"image_id": str, "lesion_id": str})
+    rows = []
+    for s in ("train", "validation", "test"):
+        d = man[man["split"] == s]
+        rows.append([s, f"{len(d):,}", f"{d['lesion_id'].nunique():,}", f"{int(d['label'].sum()):,}",
+                     fmt(d["label"].mean() if len(d) else None, pct=True)])
+    rows.append(["total", f"{len(man):,}", f"{man['lesion_id'].nunique():,}", f"{int(man['label'].sum()):,}",
+                 fmt(man["label"].mean(), pct=True)])
+    return _table(["split", "images", "lesions", "malignant images", "malignant share"], rows)
+
+
+def data_facts(manifest: str | Path = DEFAULT_MANIFEST, data_dir: str | Path = DEFAULT_DATA_DIR) -> dict[str, str]:
+    """Counts quoted in the cards' prose, computed from the manifest and metadata.csv ("n/a" when absent)."""
+    facts = {"images": "n/a", "lesions": "n/a", "test_malignant_share": "n/a", "benign_not_histo": "n/a"}
+    if Path(manifest).is_file():
+        man = pd.read_csv(manifest, dtype={"image_id": str, "lesion_id": str})
+        facts.update(images=f"{len(man):,}", lesions=f"{man['lesion_id'].nunique():,}",
+                     test_malignant_share=fmt(man.loc[man["split"] == "test", "label"].mean(), pct=True))
+    meta = Path(data_dir) / "metadata.csv"
+    if meta.is_file():
+        df = pd.read_csv(meta, dtype=str)
+        if "dx_type" in df.columns:
+            benign = df[df["label"].astype(int) == 0]
+            facts["benign_not_histo"] = fmt((benign["dx_type"] != "histo").mean() if len(benign) else None, pct=True)
+    return facts
+
+
+# ----------------------------------------------------------------------------------------------------- model card
+@dataclass
+class ModelInfo:
+    """What a card needs to know about the pushed model (read from its files, never typed)."""
+
+    config: dict[str, Any]  # the save_pretrained config.json (ModelConfig fields)
+    run_config: dict[str, Any] | None = None  # run_config.json written by training
+    onnx_config: dict[str, Any] | None = None  # the ONNX config.json (with sha256, onnx_variant)
+    onnx_files: dict[str, int] = field(default_factory=dict)  # name -> bytes
+    safetensors_sha256: str | None = None
+    has_safetensors: bool = True
+    paths: set[str] = field(default_factory=set)  # the local folders pushed (match evaluations by model path)
+
+
+def _role(info: ModelInfo) -> str:
+    teacher = ((info.run_config or {}).get("distill") or {}).get("teacher")
+    if teacher:
+        tcfg = _read_json(Path(str(teacher)) / "config.json") or {}
+        what = f"a `{tcfg['backbone']}` teacher" if tcfg.get("backbone") else f"the teacher `{teacher}`"
+        return f"MAG-KD student (distilled from {what})"
+    name = str(info.config.get("name", ""))
+    return "teacher" if "teacher" in name else "classifier (trained without distillation)"
+
+
+def _training_details(info: ModelInfo) -> str:
+    rc = info.run_config
+    if not rc:
+        return f"Training configuration: {NOT_MEASURED} (no run_config.json beside the weights)."
+    t, d = rc.get("train", {}), rc.get("distill", {})
+    lines = [f"- epochs: {t.get('epochs')}, batch size {t.get('batch_size')}, learning rate {t.get('lr')}, "
+             f"weight decay {t.get('weight_decay')}, seed {t.get('seed')}",
+             f"- loss: focal (gamma {t.get('focal_gamma')}) with class weights {t.get('class_weights')}; "
+             f"ImageNet initialisation: {t.get('pretrained')}; augmentation: {t.get('augment')}; "
+             f"test-time flips: {t.get('tta')}"]
+    if d.get("teacher"):
+        lines.append(f"- MAG-KD: alpha {d.get('alpha')} * focal + beta {d.get('beta')} * KD (T = "
+                     f"{d.get('kd_temperature')}) + gamma {d.get('gamma')} * attention alignment")
+    lines.append("- the full resolved configuration is `run_config.json` in this repository")
+    return "\n".join(lines)
+
+
+def _usage(repo_id: str, info: ModelInfo) -> str:
+    s = info.config.get("img_size", 224)
+    parts = ["```python\n# PyTorch: weights through huggingface_hub's PyTorchModelHubMixin (dermohelper package)\n"
+             "from dermo.models import load_model  # LesionClassifier.from_pretrained(..., strict=True)\n"
+             f'model = load_model("{repo_id}").eval()\n'
+             "out = model(pixel_values)  # (B, 3, %d, %d) normalised with config.json mean/std\n"
+             "p_malignant = (out.logits / model.config.temperature).softmax(-1)[:, 1]\n```" % (s, s)]
+    if info.onnx_files:
+        variant = (info.onnx_config or {}).get("onnx_variant", "fp32")
+        parts.append(f"```python\n# ONNX Runtime (no PyTorch): the {variant} file under onnx/, with its config.json\n"
+                     "from dermo.inference import Predictor\n"
+                     f'pred = Predictor.from_pretrained("{repo_id}")  # downloads, checks sha256\n'
+                     'print(pred.predict("lesion.jpg").to_dict())  # probability, band, logits\n\n'
+                     "# or by hand\nimport onnxruntime as ort\nfrom huggingface_hub import hf_hub_download\n"
+                     f'sess = ort.InferenceSession(hf_hub_download("{repo_id}", "onnx/model.onnx"))\n'
+                     f"# x: float32 (B, 3, {s}, {s}), resized and normalised with onnx/config.json's mean/std\n"
+                     'logits, attention = sess.run(["logits", "attention"], {"pixel_values": x})[:2]\n```')
+    parts.append("```python\n# The Gradio app's API (a running DermoHelper Space or `python app.py`)\n"
+                 "from gradio_client import Client, handle_file\n"
+                 'client = Client("http://127.0.0.1:7860/")  # or the Space id\n'
+                 'result = client.predict(handle_file("lesion.jpg"), api_name="/predict")\n```')
+    return "\n\n".join(parts)
+
+
+def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id: str | None = None,
+                     evaluations: list[str] | None = None, manifest: str | Path = DEFAULT_MANIFEST) -> ModelCard:
+    """The README.md of a model repository, every figure read from ``reports`` / the model's own files."""
+    cfg = info.config
+    serve = {**cfg, **(info.onnx_config or {})}  # the served (calibrated) values win when present
+    owner = repo_id.split("/")[0]
+    dataset_id = dataset_id or f"{owner}/ham10000"
+    sha = {v for v in [info.safetensors_sha256, (info.onnx_config or {}).get("sha256")] if v}
+    mine = match_evaluations(reports, sha, info.paths, evaluations)
+    served_sha = (info.onnx_config or {}).get("sha256")
+    # the headline is the served file's test evaluation when there is one (ONNX), else the weights'
+    tests = sorted(((n, m) for n, m in mine.items() if evaluation_split(m) == "test"),
+                   key=lambda nm: served_sha not in set(_find_values(nm[1], "sha256")))
+    test = tests[0] if tests else None
+    external = [(n, m) for n, m in mine.items() if is_external(n, m)]
+    model_name = str(cfg.get("name") or repo_id.split("/")[-1])
+
+    eval_results = []
+    if test:
+        m = test[1]
+        common = dict(task_type="image-classification", task_name="Malignancy triage (benign vs malignant)",
+                      dataset_type=dataset_id, dataset_name="HAM10000 (lesion-grouped test split)",
+                      dataset_split="test")
+        for mtype, key, label in (("roc_auc", "auroc", "AUROC"),
+                                  ("recall", "sensitivity", "Sensitivity at the operating point"),
+                                  ("specificity", "specificity", "Specificity at the operating point"),
+                                  ("precision", "precision", "Precision at the operating point"),
+                                  ("f1", "f1", "F1 at the operating point"),
+                                  ("accuracy", "accuracy", "Accuracy at the operating point")):
+            if _num(m.get(key)) is not None:
+                eval_results.append(EvalResult(metric_type=mtype, metric_value=round(float(m[key]), 4),
+                                               metric_name=label, **common))
+    for n, m in external:
+        if _num(m.get("auroc")) is not None:
+            eval_results.append(EvalResult(task_type="image-classification", dataset_type=n, dataset_name=n,
+                                           metric_type="roc_auc", metric_value=round(float(m["auroc"]), 4),
+                                           metric_name="AUROC (external set)"))
+    data = ModelCardData(license=LICENSE_ID, library_name="dermohelper", tags=list(MODEL_TAGS),
+                         datasets=[dataset_id], metrics=list(HUB_METRICS), pipeline_tag="image-classification",
+                         model_name=model_name, eval_results=eval_results or None)
+
+    s = []
+    s.append(f"# {model_name}: skin-lesion malignancy triage, {_role(info)}")
+    s.append(f"> **Not a medical device. Not a diagnosis.** {DISCLAIMER}")
+    s.append("Given a photo of one skin lesion, the model returns a calibrated probability that it is malignant "
+             "(melanoma, basal cell carcinoma, actinic keratosis / Bowen's disease), a Low / Medium / High risk band "
+             "and the attention map it pooled its features with. It is the model behind the DermoHelper app.")
+
+    s.append("## Model details")
+    onnx = info.onnx_config or {}
+    details = [f"- backbone: `{cfg.get('backbone')}` (timm) with an attention-pooling head; input "
+               f"{cfg.get('img_size')} x {cfg.get('img_size')} RGB, mean {cfg.get('mean')}, std {cfg.get('std')}",
+               f"- labels: {cfg.get('labels')}; version {serve.get('version')}",
+               f"- calibration: temperature {fmt(serve.get('temperature'), digits=4)}, operating threshold "
+               f"{fmt(serve.get('threshold'), digits=4)}, band edges low {fmt(serve.get('band_low'), digits=4)} / "
+               f"high {fmt(serve.get('band_high'), digits=4)}; fitted on the validation split: "
+               f"{'yes' if serve.get('calibrated') else 'no (interim defaults, ' + NOT_MEASURED + ')'}"]
+    if info.has_safetensors:
+        details.append("- `model.safetensors` + `config.json`: PyTorch weights (PyTorchModelHubMixin layout)"
+                       + (f", sha256 `{info.safetensors_sha256}`" if info.safetensors_sha256 else ""))
+    for fname, size in sorted(info.onnx_files.items()):
+        details.append(f"- `onnx/{fname}`: {size / 1e6:.2f} MB" + (
+            f", variant {onnx.get('onnx_variant', 'n/a')}, sha256 `{onnx.get('sha256')}` (checked on load)"
+            if fname == "model.onnx" else ""))
+    s.append("\n".join(details))
+
+    s.append("## Intended use\n"
+             "- **For:** helping a person decide how urgently to show a skin lesion to a doctor; research and "
+             "teaching on skin-lesion classification, calibration and knowledge distillation.\n"
+             "- **Output meaning:** " + " ".join(f"*{b.capitalize()}*: {t}" for b, t in BAND_TEXT.items()))
+    s.append("## Out-of-scope use and misuse\n"
+             "- Diagnosing, ruling out cancer, or deciding on treatment: only an examination (often a biopsy) can.\n"
+             "- Reassuring someone about a lesion that changes, bleeds, itches or worries them: a Low band is not a "
+             "clearance.\n"
+             "- Screening populations or skin types the model was not evaluated on, images that are not of a single "
+             "skin lesion, or any commercial use (the training data's license forbids it).\n"
+             "- Replacing dermoscopy by a clinician; use as a medical device (it is not certified as one).")
+
+    s.append("## Training data")
+    facts = data_facts(manifest)
+    s.append(f"HAM10000 (the ISIC 2018 Task 3 training set): {facts['images']} dermoscopic images of "
+             f"{facts['lesions']} lesions from Vienna "
+             "and Queensland, 7 diagnoses mapped to benign (nv, bkl, df, vasc) and malignant (mel, bcc, akiec). "
+             f"License: [CC BY-NC-SA 4.0](https://creativecommons.org/licenses/by-nc-sa/4.0/). Dataset on the Hub: "
+             f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id}).\n\n"
+             f"- {HAM_CITATION}\n- {ISIC_CITATION}")
+    s.append("**Split.** Lesion-grouped and label-stratified 70 / 15 / 15 (no lesion appears in two splits; HAM10000 "
+             "holds several images of many lesions, so an image-level split would leak). Committed as "
+             "`dermo/splits/ham10000.csv`; counts computed from it:\n\n" + split_summary(manifest))
+    s.append("**Training.**\n" + _training_details(info))
+
+    s.append("## Evaluation")
+    if test:
+        name, m = test
+        s.append(f"Test split (from `reports/evaluation/{name}/metrics.json`, written by `python -m dermo.evaluate`): "
+                 f"{m.get('n', 'n/a')} images, {m.get('n_malignant', 'n/a')} malignant"
+                 + (f", {m['n_groups']} lesions" if m.get("n_groups") else "")
+                 + f". Intervals: {100 * float(m.get('ci_level') or 0.95):.0f}% percentile bootstrap"
+                 + (" resampling lesions" if m.get("n_groups") else "")
+                 + (f" ({m['n_boot']} resamples)" if m.get("n_boot") else "")
+                 + ". The operating point was chosen on the validation split.\n\n" + metrics_table(m))
+        e = ece_text(m)
+        s.append(f"Expected calibration error: {e if e else NOT_MEASURED}.")
+        bt = bands_table(m, float(serve.get("band_low", 0.2)), float(serve.get("band_high", 0.6)))
+        s.append("**Risk bands** (edges fitted on validation; malignancy rate measured on the test split):\n\n"
+                 + (bt if bt else NOT_MEASURED + "."))
+    else:
+        s.append(f"Test-split results for this model: {NOT_MEASURED} (no `reports/evaluation/*/metrics.json` "
+                 "matches this model; run `python -m dermo.evaluate` and push again). Band edges: low "
+                 f"{fmt(serve.get('band_low'), digits=4)} / high {fmt(serve.get('band_high'), digits=4)}; "
+                 f"each band's malignancy rate: {NOT_MEASURED}.")
+    s.append("**External sets** (never used in training or calibration): " + (
+        "\n\n" + _table(["set", "images", "malignant", "AUROC (95% CI)", "sensitivity", "specificity"],
+                        [[n, str(m.get("n", "n/a")), str(m.get("n_malignant", "n/a")),
+                          fmt_ci(m.get("auroc"), m.get("auroc_ci")),
+                          fmt_ci(m.get("sensitivity"), m.get("sensitivity_ci"), pct=True),
+                          fmt_ci(m.get("specificity"), m.get("specificity_ci"), pct=True)] for n, m in external])
+        if external else f"{NOT_MEASURED}. Nothing here tells how the model does on phone photos."))
+    others = [(n, m) for n, m in reports.evaluations.items() if n not in mine]
+    if others:
+        s.append("Other models and sets evaluated with the same command (for comparison, not this model):\n\n" + _table(
+            ["evaluation", "split", "images", "AUROC (95% CI)", "sensitivity", "specificity"],
+            [[n, str(evaluation_split(m) or "whole folder"), str(m.get("n", "n/a")),
+              fmt_ci(m.get("auroc"), m.get("auroc_ci")), fmt_ci(m.get("sensitivity"), m.get("sensitivity_ci"), True),
+              fmt_ci(m.get("specificity"), m.get("specificity_ci"), True)] for n, m in others]))
+    trows = training_rows(reports.training) if reports.training is not None else []
+    s.append("**Training report** (`reports/training.json`): " + (
+        "\n\n" + _table(["model / split", "AUROC (95% CI)", "sensitivity", "specificity", "threshold"], trows)
+        if trows else NOT_MEASURED + "."))
+    for title, rep, fname in (("Inference benchmark", reports.inference, "inference.json"),
+                              ("Photo quality gate", reports.quality_gate, "quality_gate.json")):
+        rows = _scalar_rows(rep) if rep is not None else []
+        s.append(f"**{title}** (`reports/{fname}`): " + (
+            "\n\n<details><summary>figures</summary>\n\n" + _table(["key", "value"], [list(r) for r in rows])
+            + "\n\n</details>" if rows else NOT_MEASURED + "."))
+
+    s.append("## Limitations and biases\n"
+             "- **Dermoscopic training images, phone-photo users.** Every training image was taken through a "
+             "dermatoscope (magnified, polarised, even lighting). Phone photos look very different; accuracy on them "
+             "is unknown unless an external-set result above says otherwise.\n"
+             "- **Skin types barely represented.** HAM10000 comes from Austria and Australia and holds mostly light "
+             "skin (Fitzpatrick I-III); performance on darker skin is unmeasured and may be much worse.\n"
+             "- **Low-resolution copy.** The images used are a 200 x 150 px, JPEG-compressed (quality about 75) copy "
+             "of the 600 x 450 originals, so fine dermoscopic structure is partly lost.\n"
+             "- **Label conventions.** akiec (actinic keratosis, pre-malignant, and Bowen's disease) counts as "
+             f"malignant; {facts['benign_not_histo']} of benign labels are not histology-confirmed (follow-up, "
+             "consensus, confocal).\n"
+             "- **Seven diagnoses only.** Lesions outside them (e.g. squamous cell carcinoma, Merkel cell carcinoma, "
+             "rare melanoma subtypes, non-lesion skin) were never seen.\n"
+             "- **Bands are population statistics.** A band's malignancy rate is measured on the HAM10000 test split, "
+             f"whose malignant share ({facts['test_malignant_share']}) is far higher than among moles people worry "
+             "about at home.")
+    s.append("## How to use\n" + _usage(repo_id, info))
+    s.append("## Citation\n```bibtex\n" + BIBTEX + "\n```")
+    s.append("## License\nWeights and ONNX files: CC BY-NC-SA 4.0, as derivatives of HAM10000 (see `LICENSE`). "
+             "Not for commercial use.")
+    body = "\n\n".join(s) + "\n"
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
+
+
+# --------------------------------------------------------------------------------------------------- dataset card
+def build_dataset_card(dsd, repo_id: str, manifest: str | Path = DEFAULT_MANIFEST) -> DatasetCard:
+    """README.md of the HAM10000 dataset repository (``dsd``: the DatasetDict that is pushed)."""
+    splits = list(dsd.keys())
+    n = sum(len(dsd[k]) for k in splits)
+    size = "1K<n<10K" if n < 10_000 else "10K<n<100K"
+    data = DatasetCardData(license=LICENSE_ID, task_categories=["image-classification"], pretty_name=
+                           "HAM10000 (binary benign/malignant, lesion-grouped split, 200x150 copy)",
+                           size_categories=[size], tags=["dermatology", "skin-lesion", "medical", "ham10000"],
+                           source_datasets=["HAM10000"],
+                           configs=[{"config_name": "default",
+                                     "data_files": [{"split": k, "path": f"data/{k}-*"} for k in splits]}])
+    first = dsd[splits[0]]
+    feats = "\n".join(f"- `{c}`: {first.features[c]}" for c in first.column_names)
+    counts = _table(["split", "images", "malignant"],
+                    [[k, f"{len(dsd[k]):,}", f"{int(sum(dsd[k]['label'])):,}" if "label" in dsd[k].column_names
+                      else "n/a"] for k in splits])
+    facts = data_facts(manifest)
+    lesions = (f"{sum(len(dsd[k].unique('lesion_id')) for k in splits):,}" if "lesion_id" in first.column_names
+               else "n/a")
+    body = f"""# HAM10000: binary skin-lesion triage copy with a lesion-grouped split
+
+{n:,} HAM10000 dermoscopic images (the ISIC 2018 Task 3 training set) with their official metadata, a binary
+label (1 = malignant: mel, bcc, akiec; 0 = benign: nv, bkl, df, vasc) and the lesion-grouped, label-stratified
+70 / 15 / 15 split used to train and evaluate DermoHelper (no lesion is in two splits). Images are embedded in the
+parquet files.
+
+**This is a 200 x 150 px, JPEG (quality about 75) copy of the 600 x 450 originals**, taken byte for byte from a
+public GitHub snapshot; fine dermoscopic structure is partly lost. For the originals, see the Harvard Dataverse record.
+
+## Splits
+
+{counts}
+
+Lesion counts and malignant shares, from the committed manifest `dermo/splits/ham10000.csv`:
+
+{split_summary(manifest)}
+
+## Columns
+
+{feats}
+
+## Use
+
+```python
+from datasets import load_dataset
+ds = load_dataset("{repo_id}")  # DatasetDict: {", ".join(splits)}
+# or, with the dermohelper package: dermo.data.load_hf_dataset("{repo_id}", split="test")
+```
+
+## Known issues
+
+- Several images per lesion ({lesions} lesions): always split by `lesion_id`.
+- HAM10000 holds two byte-identical pairs and some near-duplicates, all within one lesion.
+- {fmt(sum(sum(dsd[k]["label"]) for k in splits) / max(n, 1), pct=True)} malignant images; \
+{facts["benign_not_histo"]} of benign labels in the full HAM10000 copy are not histology-confirmed (`dx_type`).
+- Dermoscopic images from Vienna and Queensland, mostly light skin: not representative of phone photos or darker skin.
+- akiec (pre-malignant actinic keratosis and Bowen's disease) is counted as malignant by convention.
+
+## License and citation
+
+[CC BY-NC-SA 4.0](https://creativecommons.org/licenses/by-nc-sa/4.0/): attribution, non-commercial use only,
+derivatives under the same license.
+
+- {HAM_CITATION}
+- {ISIC_CITATION}
+
+```bibtex
+{BIBTEX}
+```
+"""
+    return DatasetCard(f"---\n{data.to_yaml()}\n---\n\n{body}")

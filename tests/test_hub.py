@@ -1,0 +1,424 @@
+"""Hub push/pull up to the network boundary: dry-run folders, cards, a hand-built Hub cache, one-commit pushes.
+
+Nothing here reaches the network: huggingface_hub's offline switch is on for every test, and the push tests
+replace only HfApi's network methods (and datasets' push_to_hub) with recorders.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("onnxruntime")
+from huggingface_hub import ModelCard, constants, metadata_load  # noqa: E402
+
+from dermo import hub  # noqa: E402
+from dermo.config import ModelConfig  # noqa: E402
+from dermo.inference import BUNDLED_MODEL_DIR, ModelIntegrityError, Predictor, sha256_file  # noqa: E402
+from dermo.models import create_model, load_model  # noqa: E402
+
+REPO = "dermotest/tiny-student"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path):
+    """No test may reach the Hub: offline mode on, an empty private cache, no token."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    """A random-init test_efficientnet saved with save_pretrained (+ run_config.json as training writes it)."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(backbone="test_efficientnet", img_size=64, name="dermohelper-tiny", version="0.0.1")
+    model = create_model(cfg).eval()
+    with torch.no_grad():  # the attention conv starts at zero; make the map non-trivial
+        model.attn.weight.normal_(0, 0.1)
+    out = tmp_path_factory.mktemp("tiny_model") / "best"
+    model.save_pretrained(out)
+    from dermo.config import RunConfig
+
+    RunConfig().override(backbone="test_efficientnet", img_size=64, teacher="runs/x/teacher/best").save(
+        out / "run_config.json")
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_model, tmp_path_factory) -> Path:
+    """model.onnx + config.json (with sha256) as the export pipeline writes them."""
+    from dermo.export import export_onnx, write_bundle
+
+    model = load_model(str(tiny_model)).eval()
+    tmp = tmp_path_factory.mktemp("onnx_tmp")
+    f = export_onnx(model, tmp / "fp32.onnx", simplify=False)
+    out = tmp_path_factory.mktemp("tiny_onnx")
+    write_bundle(f, out, model.config, onnx_variant="fp32", source_model=str(tiny_model))
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_reports(tiny_onnx, tiny_data, tiny_manifest, tmp_path_factory) -> Path:
+    """reports/evaluation/<name>/metrics.json written by the real evaluation command on the tiny test split."""
+    from dermo.evaluate import run_evaluation
+
+    root = tmp_path_factory.mktemp("reports")
+    run_evaluation(tiny_onnx, tiny_data, root / "evaluation" / "tiny_test", split="test", manifest=tiny_manifest,
+                   n_boot=50, plots=False)
+    return root
+
+
+def expected_files(with_onnx: bool = True) -> set[str]:
+    files = {"config.json", "model.safetensors", "run_config.json", "README.md", "LICENSE"}
+    if with_onnx:
+        files |= {"onnx/model.onnx", "onnx/config.json", "onnx/SHA256SUMS"}
+    return files
+
+
+def listing(folder: Path) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+def test_parse_hub_id():
+    assert hub.parse_hub_id("owner/name") == ("owner/name", None)
+    assert hub.parse_hub_id("owner/name@v1.0") == ("owner/name", "v1.0")
+    assert hub.parse_hub_id(f"o-1/n.2@{COMMIT}") == ("o-1/n.2", COMMIT)
+    for bad in ("name", "/abs/path", "a/b/c", "owner/na me", ""):
+        assert hub.parse_hub_id(bad) is None
+
+
+def test_round_trip_save_load_strict_identical_logits(tiny_model, tiny_data, tmp_path):
+    from dermo.data import load_metadata, preprocess
+
+    model = load_model(str(tiny_model)).eval()
+    x = torch.from_numpy(np.stack([preprocess(p, model.config) for p in load_metadata(tiny_data)["path"][:4]]))
+    model.save_pretrained(tmp_path / "again")
+    again = load_model(str(tmp_path / "again")).eval()
+    with torch.no_grad():
+        a, b = model(x), again(x)
+    assert torch.equal(a.logits, b.logits) and torch.equal(a.attention, b.attention)
+    assert again.config == model.config
+    # strict: a checkpoint missing a tensor is refused, not silently re-initialised
+    from safetensors.torch import load_file, save_file
+
+    sd = load_file(tmp_path / "again" / "model.safetensors")
+    sd.pop("fc.weight")
+    save_file(sd, tmp_path / "again" / "model.safetensors")
+    with pytest.raises(RuntimeError, match="fc.weight"):
+        load_model(str(tmp_path / "again"))
+
+
+# ------------------------------------------------------------------------------------------------------ dry run
+def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_path):
+    out = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports,
+                         dry_run_dir=tmp_path / "dry")
+    assert listing(out) == expected_files()
+    # weights and configs are the exact bytes of the sources
+    for name in ("config.json", "model.safetensors", "run_config.json"):
+        assert (out / name).read_bytes() == (tiny_model / name).read_bytes()
+    for name in ("model.onnx", "config.json"):
+        assert (out / "onnx" / name).read_bytes() == (tiny_onnx / name).read_bytes()
+    sums = hub.read_sums(out / "onnx" / "SHA256SUMS")
+    assert sums == {n: sha256_file(out / "onnx" / n) for n in ("config.json", "model.onnx")}
+    assert json.loads((out / "onnx" / "config.json").read_text())["sha256"] == sums["model.onnx"]
+    # card: front matter parsed by huggingface_hub
+    meta = metadata_load(out / "README.md")
+    assert meta["license"] == "cc-by-nc-sa-4.0"
+    assert meta["pipeline_tag"] == "image-classification"
+    assert "model-index" in meta and meta["datasets"] == ["dermotest/ham10000"]
+    card = ModelCard.load(out / "README.md")
+    metrics = json.loads((tiny_reports / "evaluation" / "tiny_test" / "metrics.json").read_text())
+    results = {r.metric_type: r for r in card.data.eval_results}
+    assert results["roc_auc"].dataset_split == "test"
+    if metrics["auroc"] is not None:
+        assert results["roc_auc"].metric_value == round(metrics["auroc"], 4)
+    assert results["recall"].metric_value == round(metrics["sensitivity"], 4)
+    text = card.text
+    for needle in ("Not a medical device", "doi:[10.1038/sdata.2018.161]", "10.7910/DVN/DBW86T", "1902.03368",
+                   "CC BY-NC-SA 4.0", "Lesion-grouped", "phone", "Skin types", "200 x 150",
+                   "PyTorchModelHubMixin", "onnxruntime", "gradio_client", "MAG-KD student"):
+        assert needle in text, needle
+    # band rows carry the measured malignancy rates of the evaluation, not typed numbers
+    for band in ("low", "medium", "high"):
+        rate = metrics["bands"][band]["malignant_rate"]
+        expect = "n/a" if rate is None else f"{100 * rate:.1f}%"
+        row = next(line for line in text.splitlines() if line.startswith(f"| {band.capitalize()} |"))
+        assert expect in row
+    # reports that do not exist are said to be missing, not invented
+    assert "**Inference benchmark** (`reports/inference.json`): not measured yet" in text
+    assert "**Training report** (`reports/training.json`): not measured yet" in text
+    assert "CC BY-NC-SA 4.0" in (out / "LICENSE").read_text()
+    with pytest.raises(FileExistsError):
+        hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, dry_run_dir=out)
+
+
+def test_served_folder_of_dry_run_predicts(tiny_model, tiny_onnx, tiny_data, tmp_path):
+    out = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tmp_path / "none",
+                         dry_run_dir=tmp_path / "dry")
+    img = sorted((tiny_data / "images").glob("*.jpg"))[0]
+    onnx_pred = Predictor(out / "onnx").predict(img)
+    torch_pred = Predictor(out, backend="torch").predict(img)
+    assert onnx_pred.probability == pytest.approx(torch_pred.probability, abs=1e-4)
+
+
+def test_card_without_reports_says_not_measured(tiny_model, tmp_path):
+    out = hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "no_reports", dry_run_dir=tmp_path / "dry")
+    assert listing(out) == expected_files(with_onnx=False)
+    meta = metadata_load(out / "README.md")
+    assert meta["license"] == "cc-by-nc-sa-4.0" and "model-index" not in meta
+    text = ModelCard.load(out / "README.md").text
+    assert "Test-split results for this model: not measured yet" in text
+    assert "External sets** (never used in training or calibration): not measured yet" in text
+
+
+def test_training_and_benchmark_reports_rendered(tiny_model, tiny_reports, tmp_path):
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny_reports, reports)
+    metrics = json.loads((reports / "evaluation" / "tiny_test" / "metrics.json").read_text())
+    (reports / "training.json").write_text(json.dumps({"models": {"teacher": {"test": metrics}}}))
+    (reports / "inference.json").write_text(json.dumps({"ort_fp32": {"latency_ms_p50": 4.2}}))
+    out = hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry",
+                         evaluations=["tiny_test"])
+    text = (out / "README.md").read_text()
+    assert "| models / teacher / test |" in text
+    assert "| ort_fp32.latency_ms_p50 | 4.2000 |" in text
+    with pytest.raises(FileNotFoundError, match="nope"):
+        hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry2", evaluations=["nope"])
+
+
+def test_push_refuses_mismatched_onnx(tiny_model, tiny_onnx, tmp_path):
+    bad = tmp_path / "bad_onnx"
+    shutil.copytree(tiny_onnx, bad)
+    with open(bad / "model.onnx", "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(ModelIntegrityError, match="sha256"):
+        hub.push_model(tiny_model, REPO, onnx_dir=bad, dry_run_dir=tmp_path / "dry")
+
+
+# ------------------------------------------------------------------------------------------ push (network stand-in)
+class Recorder:
+    """Stands in for the Hub's HTTP API: records each call instead of sending it."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, tuple, dict]] = []
+        self.uploaded: dict[str, bytes] = {}
+
+    def install(self, monkeypatch, cls):
+        def make(name):
+            def method(api_self, *args, **kwargs):
+                self.calls.append((name, args, kwargs))
+                self.tokens.add(api_self.token)
+                if name == "create_commit":  # read the payload now: the staging folder is temporary
+                    for op in kwargs["operations"]:
+                        self.uploaded[op.path_in_repo] = Path(op.path_or_fileobj).read_bytes()
+                    return {"commit_url": f"https://huggingface.co/{args[0]}/commit/{COMMIT}"}
+                if name == "upload_folder":
+                    folder = Path(kwargs["folder_path"])
+                    self.uploaded.update({p.name: p.read_bytes() for p in folder.iterdir()})
+                return None
+            return method
+
+        self.tokens: set = set()
+        for name in ("create_repo", "create_branch", "create_commit", "upload_folder"):
+            monkeypatch.setattr(cls, name, make(name))
+
+    def names(self):
+        return [c[0] for c in self.calls]
+
+
+def test_push_model_one_commit(tiny_model, tiny_onnx, tiny_reports, tmp_path, monkeypatch):
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    rec = Recorder()
+    rec.install(monkeypatch, HfApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_from_env")
+    info = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, private=True,
+                          revision="v1")
+    assert rec.names() == ["create_repo", "create_branch", "create_commit"]
+    _, args, kw = rec.calls[0]
+    assert args == (REPO,) and kw["private"] is True and kw["exist_ok"] is True
+    _, args, kw = rec.calls[2]
+    assert kw["revision"] == "v1"
+    assert all(isinstance(op, CommitOperationAdd) for op in kw["operations"])
+    assert rec.tokens == {"hf_test_token_from_env"}
+    assert info["commit_url"].endswith(COMMIT)
+    # exactly the dry-run folder, byte for byte
+    dry = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, dry_run_dir=tmp_path / "d")
+    assert set(rec.uploaded) == listing(dry) == expected_files()
+    assert all(rec.uploaded[k] == (dry / k).read_bytes() for k in rec.uploaded)
+
+
+def test_push_without_token_is_a_clear_error(tiny_model, monkeypatch):
+    from huggingface_hub import HfApi
+
+    rec = Recorder()
+    rec.install(monkeypatch, HfApi)
+    with pytest.raises(ValueError, match="huggingface-cli login"):
+        hub.push_model(tiny_model, REPO)
+    assert rec.calls == []
+    with pytest.raises(ValueError, match="owner/name"):
+        hub.push_model(tiny_model, "not-a-repo", dry_run_dir="unused")
+
+
+# --------------------------------------------------------------------------------------------- pull (Hub cache)
+def make_hub_cache(folder: Path, cache: Path, repo_id: str = REPO, commit: str = COMMIT,
+                   ref: str = "main") -> Path:
+    """Lay ``folder`` out as huggingface_hub's cache does: blobs/<hash>, snapshots/<commit>/<path> -> blob symlinks,
+    refs/<ref> holding the commit. Returns the snapshot folder."""
+    repo_dir = cache / ("models--" + repo_id.replace("/", "--"))
+    snap = repo_dir / "snapshots" / commit
+    (repo_dir / "blobs").mkdir(parents=True, exist_ok=True)
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = f.relative_to(folder)
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()  # LFS blobs are named by sha256
+        blob = repo_dir / "blobs" / digest
+        shutil.copyfile(f, blob)
+        link = snap / rel
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(Path("../" * (len(rel.parts) - 1)) / ".." / ".." / "blobs" / digest)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / ref).write_text(commit)
+    return snap
+
+
+@pytest.fixture()
+def hub_cache(tiny_model, tiny_onnx, tmp_path) -> Path:
+    dry = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tmp_path / "none",
+                         dry_run_dir=tmp_path / "dry")
+    cache = tmp_path / "hub_cache"
+    snap = make_hub_cache(dry, cache)
+    assert (snap / "onnx" / "model.onnx").is_symlink() and (snap / "onnx" / "model.onnx").is_file()
+    return cache
+
+
+def test_pull_from_local_hub_cache_offline(hub_cache, tiny_onnx, tiny_data, monkeypatch):
+    path = hub.pull_model(REPO, cache_dir=hub_cache)
+    assert path.name == "onnx" and sha256_file(path / "model.onnx") == sha256_file(tiny_onnx / "model.onnx")
+    assert hub.pull_model(REPO, revision=COMMIT, cache_dir=hub_cache) == path
+    assert hub.pull_model(f"{REPO}@main", cache_dir=hub_cache) == path
+    # Predictor.from_pretrained uses the default cache: point it at the hand-built one
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    pred = Predictor.from_pretrained(REPO)
+    assert pred.backend == "onnx" and pred.sha256 == sha256_file(tiny_onnx / "model.onnx")
+    img = sorted((tiny_data / "images").glob("*.jpg"))[0]
+    assert pred.predict(img).probability == pytest.approx(Predictor(tiny_onnx).predict(img).probability)
+    assert hub.resolve_model(f"{REPO}@{COMMIT}") == path
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    with pytest.raises(LocalEntryNotFoundError):
+        hub.pull_model(REPO, revision="v9", cache_dir=hub_cache)
+
+
+def test_pull_safetensors_only_repo(tiny_model, tmp_path):
+    dry = hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry")
+    make_hub_cache(dry, tmp_path / "cache")
+    path = hub.pull_model(REPO, cache_dir=tmp_path / "cache")
+    assert (path / "model.safetensors").is_file()
+    assert Predictor(path).backend == "torch"
+
+
+def test_corrupted_download_fails_sha256_check(hub_cache, monkeypatch):
+    snap = hub_cache / ("models--" + REPO.replace("/", "--")) / "snapshots" / COMMIT
+    blob = (snap / "onnx" / "model.onnx").resolve()
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match=r"corrupted or was replaced.*sha256.*pull again"):
+        hub.pull_model(REPO, cache_dir=hub_cache)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache))
+    with pytest.raises(ModelIntegrityError, match=REPO):
+        Predictor.from_pretrained(REPO)
+    with pytest.raises(ModelIntegrityError):  # never falls back silently on a tampered file
+        hub.resolve_model(REPO)
+
+
+# ------------------------------------------------------------------------------------------------- resolve_model
+def test_resolve_model_local_and_bad_settings(tiny_onnx):
+    assert hub.resolve_model(None) == BUNDLED_MODEL_DIR
+    assert hub.resolve_model("  ") == BUNDLED_MODEL_DIR
+    assert hub.resolve_model(str(tiny_onnx)) == tiny_onnx
+    assert hub.resolve_model(str(tiny_onnx / "model.onnx")) == tiny_onnx / "model.onnx"
+    with pytest.raises(FileNotFoundError, match="neither an existing folder"):
+        hub.resolve_model("/no/such/model/dir")
+
+
+@pytest.mark.skipif(not (BUNDLED_MODEL_DIR / "config.json").is_file(), reason="bundled model not exported yet")
+def test_resolve_model_falls_back_to_bundled_with_one_log_line(caplog, tmp_path):
+    with caplog.at_level(logging.INFO, logger="dermo.hub"):
+        path = hub.resolve_model("nobody/not-cached@v2", cache_dir=tmp_path / "empty")
+    assert path == BUNDLED_MODEL_DIR
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "cannot be reached" in warnings[0].getMessage()
+    assert "nobody/not-cached@v2" in warnings[0].getMessage()
+    assert Predictor(path).config is not None
+
+
+# ------------------------------------------------------------------------------------------------------- dataset
+def test_dataset_dry_run_is_a_loadable_hub_layout(tiny_data, tiny_manifest, tmp_path):
+    import datasets
+    import pandas as pd
+    from huggingface_hub import DatasetCard
+
+    out = hub.push_dataset(tiny_data, "dermotest/ham10000", manifest=tiny_manifest, dry_run_dir=tmp_path / "ds")
+    man = pd.read_csv(tiny_manifest, dtype=str)
+    files = listing(out)
+    assert {"README.md", "LICENSE"} < files
+    assert {f for f in files if f.startswith("data/")} == {f"data/{s}-00000-of-00001.parquet"
+                                                           for s in ("train", "validation", "test")}
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.license == "cc-by-nc-sa-4.0"
+    assert "10.1038/sdata.2018.161" in card.text and "lesion" in card.text
+    # the same call a Hub id goes through (datasets.load_dataset(<repo>)), on the folder laid out like the repo
+    dsd = datasets.load_dataset(str(out))
+    assert set(dsd) == {"train", "validation", "test"}
+    for split, ds in dsd.items():
+        assert sorted(ds["image_id"]) == sorted(man.loc[man["split"] == split, "image_id"])
+    row = dsd["train"][0]
+    src = tiny_data / "images" / f"{row['image_id']}.jpg"
+    assert row["image"].size == (200, 150)
+    assert np.array_equal(np.asarray(row["image"]), np.asarray(__import__("PIL.Image").Image.open(src)))
+    assert dsd["train"].features["label"].names == ["benign", "malignant"]
+    from dermo.data import load_hf_dataset
+
+    test = load_hf_dataset(out, split="test")
+    assert sorted(test["image_id"]) == sorted(man.loc[man["split"] == "test", "image_id"])
+    # embedded: the folder works without the source images
+    import pyarrow.parquet as pq
+
+    tbl = pq.read_table(out / "data" / "train-00000-of-00001.parquet")
+    assert tbl.column("image")[0].as_py()["bytes"] == src.read_bytes()
+
+
+def test_push_dataset_calls_push_to_hub(tiny_data, tiny_manifest, monkeypatch):
+    import datasets
+    from huggingface_hub import HfApi
+
+    rec = Recorder()
+    rec.install(monkeypatch, HfApi)
+    pushed = {}
+
+    def push_to_hub(self, repo_id, **kw):  # datasets' own upload, replaced at the network boundary
+        pushed.update(repo_id=repo_id, splits={k: len(v) for k, v in self.items()}, **kw)
+
+    monkeypatch.setattr(datasets.DatasetDict, "push_to_hub", push_to_hub)
+    monkeypatch.setenv("HF_TOKEN", "hf_x")
+    hub.push_dataset(tiny_data, "dermotest/ham10000", manifest=tiny_manifest)
+    assert rec.names() == ["create_repo", "upload_folder"]
+    assert rec.calls[0][2]["repo_type"] == "dataset"
+    assert set(rec.uploaded) == {"README.md", "LICENSE"}
+    assert pushed["repo_id"] == "dermotest/ham10000" and pushed["token"] == "hf_x"
+    assert pushed["num_shards"] == {"train": 1, "validation": 1, "test": 1}  # as the dry run writes them
+    n_images = len((tiny_data / "metadata.csv").read_text().strip().splitlines()) - 1
+    assert set(pushed["splits"]) == {"train", "validation", "test"} and sum(pushed["splits"].values()) == n_images
