@@ -1,0 +1,89 @@
+"""dermo.predict: one line per image, errors as lines, folders with a progress bar."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from dermo.config import ModelConfig
+from dermo.models import create_model
+from dermo.predict import collect_images, main
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    torch.manual_seed(0)
+    d = tmp_path_factory.mktemp("tiny_model_predict")
+    create_model(ModelConfig(backbone="test_efficientnet", img_size=64, band_low=0.3, band_high=0.7)).save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def folder(tiny_data, tmp_path):
+    d = tmp_path / "photos"
+    (d / "sub").mkdir(parents=True)
+    imgs = sorted((tiny_data / "images").iterdir())[:5]
+    for i, f in enumerate(imgs):
+        shutil.copy(f, (d / "sub" if i % 2 else d) / f.name)
+    (d / "broken.jpg").write_bytes(b"this is text, not a JPEG")
+    (d / "notes.txt").write_text("ignored: not an image suffix")
+    return d, [f.name for f in imgs]
+
+
+def test_folder_with_bad_file(tiny_model, folder, capsys):
+    d, names = folder
+    rc = main([str(d), "--model", str(tiny_model), "--json", "--batch_size", "2"])
+    out, err = capsys.readouterr()
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert rc == 1  # some file could not be read
+    assert len(rows) == len(names) + 1  # the .txt is not an image
+    bad = [r for r in rows if "error" in r]
+    assert len(bad) == 1 and bad[0]["file"].endswith("broken.jpg") and bad[0]["error"]
+    good = [r for r in rows if "error" not in r]
+    assert sorted(r["file"].rsplit("/", 1)[-1] for r in good) == sorted(names)
+    for r in good:
+        assert 0.0 <= r["probability"] <= 1.0
+        expected = "high" if r["probability"] >= 0.7 else "low" if r["probability"] < 0.3 else "medium"
+        assert r["band"] == expected
+        assert r["quality"]["ok"] is True and r["quality"]["reasons"] == []
+    assert "could not be read" in err
+
+
+def test_results_do_not_depend_on_batching(tiny_model, folder, capsys):
+    d, _ = folder
+    main([str(d), "--model", str(tiny_model), "--json", "--batch_size", "1", "--no-progress"])
+    one = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    main([str(d), "--model", str(tiny_model), "--json", "--batch_size", "64", "--no-progress"])
+    many = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [r["file"] for r in one] == [r["file"] for r in many]
+    for a, b in zip(one, many):
+        if "error" not in a:
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+
+
+def test_single_files_missing_and_poor_quality(tiny_model, folder, tmp_path, capsys):
+    from PIL import Image
+
+    d, names = folder
+    dark = tmp_path / "dark.png"
+    Image.new("RGB", (200, 150), (5, 5, 5)).save(dark)
+    rc = main([str(d / names[0]), str(tmp_path / "missing.jpg"), str(dark), "--model", str(tiny_model)])
+    lines = capsys.readouterr().out.splitlines()
+    assert rc == 1 and len(lines) == 3
+    assert "\tERROR\t" in lines[1]
+    assert "POOR PHOTO" in lines[2] and "dark" in lines[2]
+
+
+def test_bad_model_is_a_clear_error(tmp_path, folder, capsys):
+    d, _ = folder
+    assert main([str(d), "--model", str(tmp_path / "nope")]) == 2
+    assert "cannot load the model" in capsys.readouterr().err
+
+
+def test_collect_images(folder):
+    d, names = folder
+    files, any_folder = collect_images([d])
+    assert any_folder and len(files) == len(names) + 1
+    assert all(f.suffix != ".txt" for f in files)
