@@ -1,0 +1,135 @@
+"""The MAG-KD hyper-parameter search end to end on tiny real data: trials, pruning, winner, retrain, report, resume."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from dermo import metrics as M
+from dermo.config import ModelConfig
+from dermo.models import create_model, load_model
+from train import search as S
+
+SIZE = 48
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # On a shared 2-core machine, intra-op threads fight other processes for cores: one thread is ~20x faster here.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("teacher") / "best"
+    create_model(ModelConfig(backbone="test_efficientnet", img_size=SIZE)).save_pretrained(d)
+    return d
+
+
+def test_seed_grid_is_the_36_configurations():
+    space = S.load_space(S.DEFAULT_SPACE)
+    configs = S.expand_space(space["grid"])
+    assert len(configs) == 36
+    assert len({json.dumps(c, sort_keys=True) for c in configs}) == 36
+    assert {(c["alpha"], c["beta"], c["gamma"]) for c in configs} == {(0.5, 0.3, 0.2), (0.3, 0.4, 0.3)}
+    assert {c["batch_size"] for c in configs} == {4, 8, 16}
+    assert {c["lr"] for c in configs} == {1e-4, 5e-4, 1e-3}
+    assert {tuple(c["class_weights"]) for c in configs} == {(1.0, 4.0), (1.0, 3.0)}
+    assert S.halving_sizes(36, 3, 3) == [36, 12, 4]
+
+
+@pytest.mark.parametrize("grid, match", [({"lrr": [1e-3]}, "unknown field"), ({"epochs": [1, 2]}, "cannot be searched"),
+                                         ({"alpha,beta": [[0.5]]}, "list of 2"), ({"lr": []}, "non-empty")])
+def test_bad_space_is_rejected(tmp_path, grid, match):
+    p = tmp_path / "space.json"
+    p.write_text(json.dumps({"grid": grid}))
+    with pytest.raises(ValueError, match=match):
+        S.load_space(p)
+
+
+def test_search_end_to_end(tmp_path, tiny_data, tiny_manifest, teacher_dir):
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"name": "tiny", "grid": {"lr": [1e-3, 3e-4], "batch_size": [4, 8]}}))
+    out, report = tmp_path / "search", tmp_path / "reports" / "search"
+    argv = ["--teacher", str(teacher_dir), "--space", str(space), "--rungs", "1,2", "--eta", "2",
+            "--final-epochs", "1", "--out", str(out), "--report", str(report), "--n_boot", "20",
+            "--backbone", "test_efficientnet", "--img_size", str(SIZE), "--pretrained", "false",
+            "--batch_size", "8", "--mixed_precision", "no", "--num_workers", "1",
+            "--data_dir", str(tiny_data), "--manifest", str(tiny_manifest), "--label", "test"]
+    rep = S.main(argv)
+
+    saved = json.loads((report.with_suffix(".json")).read_text())
+    assert saved["status"] == "complete" and saved["n_configs"] == 4
+    assert (report.with_suffix(".md")).read_text().count("| t00") == 4  # every trial in the table
+    trials = {t["id"]: t for t in saved["trials"]}
+    assert len(trials) == 4 and all(t["rungs"] for t in trials.values())
+    reached = sorted(t["epochs_reached"] for t in trials.values())
+    assert reached == [1, 1, 2, 2]  # two pruned after rung 1, two promoted
+    pruned = [t for t in trials.values() if t["status"].startswith("pruned")]
+    assert len(pruned) == 2 and all(len(t["rungs"]) == 1 for t in pruned)
+    for t in trials.values():
+        for r in t["rungs"]:
+            v = r["validation"]
+            assert r["wall_s"] > 0 and 0 <= v["auroc"] <= 1
+            assert v["score"] == pytest.approx(M.selection_score(v["sensitivity"], v["accuracy"], v["specificity"]))
+    # promotion keeps the best half of rung 1, ranked by score then AUROC
+    rung1 = sorted(trials, key=lambda n: (-trials[n]["rungs"][0]["validation"]["score"],
+                                          -trials[n]["rungs"][0]["validation"]["auroc"], n))
+    assert {n for n in trials if trials[n]["epochs_reached"] == 2} == set(rung1[:2])
+    # the promoted ones continued from their rung-1 checkpoint
+    assert all(t["rungs"][1]["resumed"] for t in trials.values() if t["epochs_reached"] == 2)
+    winner = saved["winner"]["id"]
+    assert trials[winner]["status"] == "winner" and trials[winner]["epochs_reached"] == 2
+
+    final = saved["final"]
+    n_test = saved["data"]["test"]["n"]
+    for key in ("winner", "untuned"):
+        assert final[key]["test"]["n"] == n_test and "sensitivity" in final[key]["test"]
+        assert final[key]["validation"]["score"] == pytest.approx(M.selection_score(
+            final[key]["validation"]["sensitivity"], final[key]["validation"]["accuracy"],
+            final[key]["validation"]["specificity"]))
+    assert final["winner"]["overrides"] == trials[winner]["overrides"]
+    assert final["ship"] in ("winner", "untuned")
+    model = load_model(final["winner"]["model_dir"])  # strict round trip of the winner's folder
+    assert model.config.img_size == SIZE and str(out / "winner") in final["winner"]["model_dir"]
+    assert rep["timing"]["trial_epochs"] == 4 * 1 + 2 * 1
+
+    # Every finished job was journaled as it finished; the same command resumes without retraining anything.
+    journal = (out / "trials.jsonl").read_text().splitlines()
+    assert len(journal) == 4 + 2 + 2
+    S.main(argv)
+    assert (out / "trials.jsonl").read_text().splitlines() == journal
+    again = json.loads((report.with_suffix(".json")).read_text())
+    assert again["winner"]["id"] == winner and len(again["trials"]) == 4
+
+
+def test_different_search_in_same_out_is_refused(tmp_path, tiny_data, tiny_manifest, teacher_dir):
+    out = tmp_path / "search"
+    out.mkdir()
+    (out / "search_state.json").write_text(json.dumps({"space": {"lr": [1.0]}}))
+    base = S.RunConfig().override(teacher=str(teacher_dir), data_dir=str(tiny_data), manifest=str(tiny_manifest))
+    with pytest.raises(ValueError, match="different search"):
+        S.search(base, {"name": "x", "grid": {"lr": [1e-3]}}, [1], 2, out, data={})
+
+
+def test_concurrent_trials_in_worker_processes(tmp_path, tiny_data, tiny_manifest, teacher_dir):
+    """--concurrency 2: trials run in two spawned worker processes that load the once-decoded data."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"name": "pair", "grid": {"lr": [1e-3, 3e-4]}}))
+    out = tmp_path / "search"
+    rep = S.main(["--teacher", str(teacher_dir), "--space", str(space), "--rungs", "1", "--eta", "2",
+                  "--concurrency", "2", "--out", str(out), "--report", str(tmp_path / "r"), "--n_boot", "0",
+                  "--backbone", "test_efficientnet", "--img_size", str(SIZE), "--pretrained", "false",
+                  "--batch_size", "8", "--mixed_precision", "no", "--num_workers", "1",
+                  "--data_dir", str(tiny_data), "--manifest", str(tiny_manifest), "--untuned", str(teacher_dir)])
+    recs = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in recs] == ["ok"] * 3
+    assert all(r["pid"] != os.getpid() for r in recs)  # trained in the workers
+    assert not (out / "cache").exists()  # the shared decoded copy is removed afterwards
+    assert rep["final"]["untuned"]["model_dir"] == str(teacher_dir)  # --untuned: an existing model, not retrained
+    assert {t["status"] for t in rep["trials"]} == {"winner", "finalist"}

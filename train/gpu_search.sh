@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 5: the seed's 36-configuration MAG-KD grid (train/spaces/seed_grid.json) searched on one GPU inside one
+# 10-minute device call, after the teacher was trained there. Writes reports/search.md + reports/search.json and the
+# winner's model folder $OUT/winner/best (calibrate + export it only if the report says "ship the winner student").
+#
+#   TEACHER=runs/gpu/teacher/best bash train/gpu_search.sh
+#
+# Budget (600 s call): data decoded once (~10 s), a concurrency benchmark (~40 s), successive halving 36 -> 12 -> 4
+# over rungs of 1, 2, 4 epochs with 8 trials at once (no new trial starts after DEADLINE s; an interrupted search
+# keeps every finished trial in $OUT/trials.jsonl and rerunning this script resumes it), then the winner retrained
+# from scratch for FINAL_EPOCHS beside the untuned MAG-KD student (same budget, base config below), both evaluated
+# once on test. The seed's own rungs 1,3,9 (final 9) need roughly twice the time: RUNGS=1,3,9 FINAL_EPOCHS=9.
+# The base config (lr, batch size, alpha/beta/gamma defaults 0.4/0.3/0.3) must match the lead's MAG-KD student run
+# so that "untuned" is that student; extra RunConfig flags go in EXTRA (e.g. EXTRA="--data_dir /path/ham10000").
+set -euo pipefail
+TEACHER=${TEACHER:-runs/gpu/teacher/best}
+OUT=${OUT:-runs/search}
+REPORT=${REPORT:-reports/search}
+IMG=${IMG:-224}
+RUNGS=${RUNGS:-1,2,4}
+ETA=${ETA:-3}
+FINAL_EPOCHS=${FINAL_EPOCHS:-4}
+CONCURRENCY=${CONCURRENCY:-8}
+DEADLINE=${DEADLINE:-330}
+BENCH=${BENCH:-1,4,8}
+EXTRA=${EXTRA:-}
+if [ ! -f "$TEACHER/config.json" ]; then
+  echo "no teacher at $TEACHER (train it first, or set TEACHER=...)" >&2
+  exit 2
+fi
+# shellcheck disable=SC2086
+python -m train.search --teacher "$TEACHER" --space train/spaces/seed_grid.json --rungs "$RUNGS" --eta "$ETA" \
+  --final-epochs "$FINAL_EPOCHS" --concurrency "$CONCURRENCY" --deadline "$DEADLINE" --out "$OUT" \
+  --report "$REPORT" ${BENCH:+--bench-concurrency "$BENCH" --bench-steps 60} \
+  --backbone mobilenetv2_100 --img_size "$IMG" --pretrained true --lr 5e-4 --batch_size 32 --seed 0 \
+  --name dermohelper-student --label "GPU search (seed grid)" $EXTRA

@@ -1,0 +1,758 @@
+"""Hyper-parameter search for the MAG-KD student: successive halving over a grid, on the one training loop.
+
+    python -m train.search --teacher runs/teacher/best --space train/spaces/seed_grid.json --rungs 1,3,9 --eta 3 \
+        --out runs/search --concurrency 8 [any RunConfig flag: --img_size 224 --data_dir ... --pretrained true]
+
+Every configuration of the space is trained for ``rungs[0]`` epochs; the best ``1/eta`` (by the selection score on
+validation) continue, from their own checkpoint, to ``rungs[1]`` epochs, and so on (synchronous successive halving;
+36 -> 12 -> 4 for the seed grid with rungs 1,3,9 and eta 3). Pruned trials keep their partial results. The winner is
+then retrained from scratch for ``--final-epochs`` next to the untuned MAG-KD student (the base config: alpha, beta,
+gamma, lr, batch size and class weights as given on the command line or their defaults), and both are evaluated once
+on the test split at their validation operating point.
+
+Data are decoded once; ``--concurrency N`` runs N trials at once in N worker processes that each hold the decoded
+tensors on the device (small batches leave a GPU mostly idle). Every finished trial is appended to
+``OUT/trials.jsonl`` and the report is rewritten, so a killed search keeps its trials and the same command resumes it
+(finished trials are reused, an interrupted one continues from its last epoch checkpoint).
+
+Selection (``dermo.metrics.selection_score``), on validation at the threshold reaching sensitivity >= 0.90:
+``score = 0.6 * sensitivity + 0.2 * accuracy + 0.2 * specificity``; validation AUROC is reported beside it.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import platform
+import shlex
+import shutil
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from dermo import metrics as M
+from dermo.config import RunConfig, flat_fields
+from train.cli import build_parser, resolve, setup_logging
+
+logger = logging.getLogger("train.search")
+
+DEFAULT_SPACE = Path(__file__).resolve().parent / "spaces" / "seed_grid.json"
+SELECTION_FORMULA = ("score = 0.6 * sensitivity + 0.2 * accuracy + 0.2 * specificity, on the validation split at the "
+                     "threshold where validation sensitivity first reaches >= 0.90 (dermo.metrics.selection_score)")
+MIN_SENSITIVITY = 0.90  # the operating point used by dermo.training.evaluate
+# Fields the search itself controls, or that would invalidate the once-decoded data.
+RESERVED = {"epochs", "output_dir", "resume", "max_steps", "teacher", "img_size", "data_dir", "manifest",
+            "limit_train", "limit_eval", "num_workers", "progress", "save_every_steps"}
+
+
+# ------------------------------------------------------------------------------------------------------------ space
+def load_space(path: str | Path) -> dict[str, Any]:
+    """Read a search space: ``{"name": ..., "grid": {"lr": [..], "alpha,beta,gamma": [[..], ..], ...}}``.
+
+    A key is a RunConfig field name, or several comma-separated names whose values vary together (each value then a
+    list with one entry per name). Raises ValueError naming the bad key.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"search space {path} not found; give a JSON file like {DEFAULT_SPACE}")
+    spec = json.loads(path.read_text())
+    grid = spec.get("grid") if isinstance(spec, dict) else None
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"{path}: needs a non-empty object 'grid' mapping field names to lists of values")
+    known = flat_fields()
+    for key, values in grid.items():
+        names = [n.strip() for n in key.split(",")]
+        for n in names:
+            if n not in known:
+                raise ValueError(f"{path}: unknown field {n!r} in key {key!r}; use RunConfig field names")
+            if n in RESERVED:
+                raise ValueError(f"{path}: {n!r} cannot be searched (the search sets it; use rungs / CLI flags)")
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"{path}: {key!r} needs a non-empty list of values")
+        if len(names) > 1 and not all(isinstance(v, list) and len(v) == len(names) for v in values):
+            raise ValueError(f"{path}: every value of {key!r} must be a list of {len(names)} numbers")
+    return {"name": spec.get("name", path.stem), "description": spec.get("description", ""), "grid": grid,
+            "file": str(path)}
+
+
+def expand_space(grid: dict[str, list]) -> list[dict[str, Any]]:
+    """All configurations of a grid (cartesian product, in file order) as flat ``{field: value}`` overrides."""
+    keys = list(grid)
+    out = []
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        ov: dict[str, Any] = {}
+        for key, value in zip(keys, combo):
+            names = [n.strip() for n in key.split(",")]
+            ov.update({names[0]: value} if len(names) == 1 else dict(zip(names, value)))
+        out.append(ov)
+    return out
+
+
+def halving_sizes(n: int, n_rungs: int, eta: int) -> list[int]:
+    """Trials per rung: n, n // eta, n // eta^2, ... (at least 1)."""
+    return [max(1, n // eta ** k) for k in range(n_rungs)]
+
+
+# -------------------------------------------------------------------------------------------------------------- data
+def load_data(cfg: RunConfig, with_test: bool = True) -> dict[str, tuple]:
+    """Decode the splits once: train at max(student, teacher) size (as ``run`` needs), validation/test at the
+    student's size. Returns ``{split: (uint8 images (N, S, S, 3), labels (N,))}`` plus ``test_groups``."""
+    from dermo.models import load_model
+    from dermo.training import load_arrays
+
+    size = cfg.model.img_size
+    if cfg.distill.teacher:
+        size = max(size, load_model(cfg.distill.teacher).config.img_size)
+    out: dict[str, tuple] = {}
+    tr_x, tr_y, _ = load_arrays(cfg, "train", size, cfg.data.limit_train)
+    va_x, va_y, _ = load_arrays(cfg, "validation", cfg.model.img_size, cfg.data.limit_eval)
+    out["train"], out["validation"] = (tr_x, tr_y), (va_x, va_y)
+    if with_test:
+        te_x, te_y, te_df = load_arrays(cfg, "test", cfg.model.img_size, cfg.data.limit_eval)
+        out["test"] = (te_x, te_y)
+        out["test_groups"] = te_df["lesion_id"].to_numpy() if "lesion_id" in te_df else None
+    return out
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _on_device(data: dict[str, tuple]) -> dict[str, tuple]:
+    dev = _device()
+    return {k: (v[0].to(dev), v[1]) for k, v in data.items() if k in ("train", "validation")}
+
+
+# ------------------------------------------------------------------------------------------------------------- jobs
+def execute(job: dict[str, Any], data: dict[str, tuple]) -> dict[str, Any]:
+    """Train one job (a trial at one rung, or a final run) through ``dermo.training.run``; returns its record.
+
+    A job continues from ``output_dir/checkpoints/last`` when one exists (promotion to the next rung, or a run that
+    was killed), otherwise starts fresh. Failures are recorded, not raised, so one bad config cannot end a search.
+    """
+    from dermo.training import STATE_FILE, run
+
+    cfg = RunConfig.from_dict(job["cfg"])
+    out_dir = Path(cfg.train.output_dir)
+    ckpt = out_dir / "checkpoints" / "last" / STATE_FILE
+    job_file = out_dir / "search_job.json"
+    if ckpt.is_file() and job_file.is_file() and json.loads(job_file.read_text()) == job["overrides"]:
+        cfg = cfg.override(resume="latest")
+    elif out_dir.exists():  # a different configuration trained here before (e.g. another winner): start clean
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    job_file.write_text(json.dumps(job["overrides"]))
+    t0 = time.perf_counter()
+    rec: dict[str, Any] = {"name": job["name"], "kind": job["kind"], "rung": job.get("rung"),
+                           "epochs": cfg.train.epochs, "span": job.get("span", cfg.train.epochs),
+                           "overrides": job["overrides"], "resumed": bool(cfg.train.resume), "pid": os.getpid()}
+    try:
+        result = run(cfg, data=data)
+    except Exception as e:  # noqa: BLE001 - recorded in the report, the search goes on
+        logger.exception("job %s failed", job["name"])
+        rec.update(status="failed", error=f"{type(e).__name__}: {e}", wall_s=time.perf_counter() - t0)
+        return rec
+    val = result.get("validation", {})
+    hist_file = Path(cfg.train.output_dir) / "history.json"
+    history = json.loads(hist_file.read_text()) if hist_file.is_file() else []
+    rec.update(status="ok", wall_s=time.perf_counter() - t0, best_epoch=result["best_epoch"],
+               train_seconds=result["train_seconds"], train_img_per_s=result["train_img_per_s"],
+               model_dir=result["model_dir"],
+               validation={k: val.get(k) for k in ("score", "auroc", "sensitivity", "specificity", "accuracy",
+                                                   "threshold")},
+               history=[{"epoch": h["epoch"], "val_score": h.get("val_score"), "val_auroc": h.get("val_auroc"),
+                         "train_loss": h.get("train_loss")} for h in history])
+    return rec
+
+
+_WORKER_DATA: dict[str, tuple] | None = None
+
+
+def _init_worker(cache_dir: str, threads: int) -> None:
+    global _WORKER_DATA
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    import accelerate  # noqa: F401 - first-trial import cost paid here, outside the trials' wall time
+    import dermo.training  # noqa: F401
+    c = Path(cache_dir)
+    _WORKER_DATA = _on_device({s: (torch.from_numpy(np.load(c / f"{s}_x.npy")), np.load(c / f"{s}_y.npy"))
+                               for s in ("train", "validation")})
+
+
+def _execute_in_worker(job: dict[str, Any]) -> dict[str, Any]:
+    assert _WORKER_DATA is not None, "worker not initialised"
+    return execute(job, _WORKER_DATA)
+
+
+class Runner:
+    """Runs batches of jobs in-process (concurrency 1) or in a pool of worker processes, longest jobs first.
+
+    Finished records are appended to ``journal`` (JSON lines, fsynced) and handed to ``on_record``; a job whose
+    record is already in the journal (same name, epochs and config) is not run again.
+    """
+
+    def __init__(self, data: dict[str, tuple], concurrency: int, journal: Path, cache_dir: Path,
+                 on_record: Callable[[dict], None] | None = None):
+        self.concurrency, self.journal, self.on_record = concurrency, journal, on_record
+        self.done: dict[tuple[str, int], dict] = {}
+        if journal.is_file():
+            for line in journal.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    if r.get("status") == "ok":
+                        self.done[(r["name"], r["epochs"])] = r
+        self.pool = None
+        if concurrency > 1:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            for s in ("train", "validation"):
+                np.save(cache_dir / f"{s}_x.npy", data[s][0].numpy())
+                np.save(cache_dir / f"{s}_y.npy", np.asarray(data[s][1]))
+            import multiprocessing as mp
+
+            threads = max(1, (os.cpu_count() or 1) // concurrency)
+            self.pool = ProcessPoolExecutor(concurrency, mp_context=mp.get_context("spawn"),
+                                            initializer=_init_worker, initargs=(str(cache_dir), threads))
+            self.data = None
+        else:
+            self.data = _on_device(data)
+        self.cache_dir = cache_dir
+
+    def _record(self, rec: dict) -> dict:
+        with self.journal.open("a") as f:
+            f.write(json.dumps(rec, default=str) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if rec["status"] == "ok":
+            self.done[(rec["name"], rec["epochs"])] = rec
+        logger.info("%s (%s epochs): %s score=%s auroc=%s in %.1fs", rec["name"], rec["epochs"], rec["status"],
+                    _fmt(rec.get("validation", {}).get("score")), _fmt(rec.get("validation", {}).get("auroc")),
+                    rec.get("wall_s", 0.0))
+        if self.on_record:
+            self.on_record(rec)
+        return rec
+
+    def run_jobs(self, jobs: list[dict], deadline: float | None = None) -> dict[str, dict]:
+        """Run jobs (reusing journaled ones); jobs not started before ``deadline`` (perf_counter) get no record."""
+        out: dict[str, dict] = {}
+        todo = []
+        for job in jobs:
+            prev = self.done.get((job["name"], job["cfg"]["train"]["epochs"]))
+            if prev is not None and prev.get("overrides") == job["overrides"]:
+                out[job["name"]] = {**prev, "reused": True}
+            else:
+                todo.append(job)
+        # Longest first (epochs to run / batch size ~ steps) so stragglers do not idle the other workers.
+        todo.sort(key=lambda j: -j["cost"])
+        expired = lambda: deadline is not None and time.perf_counter() > deadline  # noqa: E731
+        if self.pool is None:
+            for job in todo:
+                if expired():
+                    break
+                out[job["name"]] = self._record(execute(job, self.data))
+            return out
+        pending: dict[Any, dict] = {}
+        queue = list(todo)
+        while queue or pending:
+            while queue and len(pending) < self.concurrency and not expired():
+                job = queue.pop(0)
+                pending[self.pool.submit(_execute_in_worker, job)] = job
+            if not pending:
+                break
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                job = pending.pop(fut)
+                try:
+                    rec = fut.result()
+                except Exception as e:  # noqa: BLE001 - a dead worker is recorded like a failed trial
+                    rec = {"name": job["name"], "kind": job["kind"], "rung": job.get("rung"),
+                           "epochs": job["cfg"]["train"]["epochs"], "overrides": job["overrides"],
+                           "status": "failed", "error": f"{type(e).__name__}: {e}"}
+                out[job["name"]] = self._record(rec)
+        return out
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def make_job(base: RunConfig, name: str, kind: str, overrides: dict, epochs: int, out_dir: Path,
+             rung: int | None = None, start_epochs: int = 0) -> dict[str, Any]:
+    """A job: train ``base`` + ``overrides`` to ``epochs`` in ``out_dir``, continuing from ``start_epochs``."""
+    cfg = base.override(**overrides, epochs=epochs, output_dir=str(out_dir), progress=False, resume="")
+    span = epochs - start_epochs
+    # cost ~ optimizer steps: scheduling longest jobs first keeps workers busy to the end of a rung
+    return {"name": name, "kind": kind, "rung": rung, "overrides": overrides, "cfg": cfg.to_dict(), "span": span,
+            "cost": span / cfg.train.batch_size}
+
+
+def _rank_key(rec: dict | None, name: str) -> tuple:
+    if rec is None or rec.get("status") != "ok" or rec["validation"].get("score") is None:
+        return (1, 0.0, 0.0, name)
+    v = rec["validation"]
+    auc = v.get("auroc") if v.get("auroc") is not None else 0.0
+    return (0, -v["score"], -auc, name)
+
+
+# ------------------------------------------------------------------------------------------------------- evaluation
+def evaluate_model(model_dir: str | Path, data: dict[str, tuple], n_boot: int = 1000, tta: bool = False) -> dict:
+    """Validation (operating point + selection score) and test (``dermo.metrics.summarize`` at the validation
+    threshold, lesion-grouped bootstrap CIs) of a saved model. Test is looked at here only, once per model."""
+    from dermo.models import load_model, predict_logits
+
+    model = load_model(str(model_dir)).eval().to(_device())
+    out: dict[str, Any] = {"model_dir": str(model_dir)}
+    probs = {}
+    for split in ("validation", "test"):
+        x, y = data[split]
+        logits, _ = predict_logits(model, x, model.config, batch_size=64, tta=tta)
+        probs[split] = (np.asarray(y), torch.softmax(logits.float(), 1)[:, 1].numpy().astype(np.float64))
+    y, p = probs["validation"]
+    thr = M.threshold_for_sensitivity(y, p, MIN_SENSITIVITY)
+    op = M.confusion_at(y, p, thr)
+    out["validation"] = {"auroc": M.auroc(y, p), "threshold": thr, "sensitivity": op["sensitivity"],
+                         "specificity": op["specificity"], "accuracy": op["accuracy"],
+                         "score": M.selection_score(op["sensitivity"], op["accuracy"], op["specificity"])}
+    y, p = probs["test"]
+    out["test"] = M.summarize(y, p, thr, groups=data.get("test_groups"), n_boot=n_boot)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------- search
+def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Path, concurrency: int = 1,
+           final_epochs: int | None = None, untuned_dir: str | None = None, report: Path | None = None,
+           label: str = "", deadline_s: float = 0.0, n_boot: int = 1000, command: str = "",
+           data: dict[str, tuple] | None = None, decode_s: float = 0.0) -> dict[str, Any]:
+    """Successive halving over ``space`` on ``base``, then the final retrain and the test evaluation.
+
+    Returns the report dict (also written to ``report``.json/.md when given, after every finished job).
+    """
+    t_start = time.perf_counter()
+    rungs = [int(r) for r in rungs]
+    if not rungs or any(r < 1 for r in rungs) or sorted(set(rungs)) != rungs:
+        raise ValueError(f"rungs={rungs}: give increasing epoch counts >= 1, e.g. 1,3,9")
+    if eta < 2:
+        raise ValueError(f"eta={eta} must be >= 2 (keep the best 1/eta at each rung)")
+    if concurrency < 1:
+        raise ValueError(f"concurrency={concurrency} must be >= 1")
+    if not base.distill.teacher:
+        raise ValueError("the MAG-KD search needs a trained teacher: --teacher runs/.../teacher/best")
+    final_epochs = int(final_epochs or rungs[-1])
+    configs = expand_space(space["grid"])
+    for ov in configs:  # every configuration must be valid before anything trains
+        base.override(**ov)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {"space": space["grid"], "base_config": base.to_dict(), "rungs": rungs, "eta": eta}
+    state_file = out / "search_state.json"
+    if state_file.is_file() and json.loads(state_file.read_text()) != json.loads(json.dumps(state)):
+        raise ValueError(f"{out} holds a different search (space, base config, rungs or eta); "
+                         "use another --out or delete it")
+    state_file.write_text(json.dumps(state, indent=1))
+
+    t0 = time.perf_counter()
+    if data is None:
+        data = load_data(base)
+    decode_s += time.perf_counter() - t0
+    names = [f"t{i:03d}" for i in range(len(configs))]
+    rep: dict[str, Any] = {
+        "label": label, "status": "running", "command": command,
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": _device_name(),
+        "selection": {"formula": SELECTION_FORMULA, "min_sensitivity": MIN_SENSITIVITY,
+                      "tie_break": "validation AUROC, then trial id"},
+        "space": space, "n_configs": len(configs), "rungs": rungs, "eta": eta,
+        "planned_trials_per_rung": halving_sizes(len(configs), len(rungs), eta),
+        "concurrency": concurrency, "final_epochs": final_epochs, "deadline_s": deadline_s or None,
+        "data": {s: {"n": int(len(data[s][1])), "n_malignant": int(np.sum(data[s][1])),
+                     "img_size": int(data[s][0].shape[1])} for s in ("train", "validation", "test") if s in data},
+        "base_config": base.to_dict(), "out": str(out),
+        "trials": [{"id": n, "overrides": ov, "rungs": []} for n, ov in zip(names, configs)],
+        "timing": {"decode_s": decode_s},
+    }
+    by_name = {t["id"]: t for t in rep["trials"]}
+
+    def on_record(rec: dict) -> None:
+        if rec["kind"] == "trial":
+            t = by_name[rec["name"]]
+            t["rungs"] = [r for r in t["rungs"] if r["epochs"] != rec["epochs"]] + [_rung_row(rec)]
+            t["rungs"].sort(key=lambda r: r["epochs"])
+        if report is not None:
+            write_report(rep, report)
+
+    runner = Runner(data, concurrency, out / "trials.jsonl", out / "cache", on_record)
+    deadline = t_start + deadline_s if deadline_s else None
+    try:
+        alive = list(names)
+        t_search = time.perf_counter()
+        top_rung = -1
+        for k, epochs in enumerate(rungs):
+            # promoted trials continue from their checkpoint at the previous rung
+            jobs = [make_job(base, n, "trial", configs[names.index(n)], epochs, out / "trials" / n, rung=k,
+                             start_epochs=rungs[k - 1] if k else 0) for n in alive]
+            recs = runner.run_jobs(jobs, deadline)
+            for n, r in recs.items():
+                if r.get("reused"):
+                    on_record(r)
+            ran = [n for n in alive if n in recs and recs[n].get("status") == "ok"]
+            if not ran:
+                break
+            top_rung = k
+            ranking = sorted(ran, key=lambda n: _rank_key(recs[n], n))
+            for n in alive:
+                if n not in recs:
+                    by_name[n]["note"] = f"not run at rung {k} ({epochs} epochs): deadline reached"
+            alive = ranking[:max(1, len(alive) // eta)]  # after the deadline no later rung starts anyway
+        rep["timing"]["search_wall_s"] = time.perf_counter() - t_search
+        if top_rung < 0:
+            raise RuntimeError("no trial finished; see the errors in the report / trials.jsonl")
+        winner = ranking[0]
+        _mark_status(rep, rungs, top_rung, winner)
+        rep["winner"] = {"id": winner, "overrides": by_name[winner]["overrides"],
+                         "epochs": rungs[top_rung], "validation": by_name[winner]["rungs"][-1]["validation"]}
+        if report is not None:
+            write_report(rep, report)
+
+        # Final: the winner retrained from scratch on the full budget, beside the untuned student, same budget.
+        t_final = time.perf_counter()
+        final_jobs = [make_job(base, "winner", "final", by_name[winner]["overrides"], final_epochs, out / "winner")]
+        if not untuned_dir:
+            final_jobs.append(make_job(base, "untuned", "final", {}, final_epochs, out / "untuned"))
+        finals = runner.run_jobs(final_jobs)
+    finally:
+        runner.close()
+    rep["timing"]["final_train_wall_s"] = time.perf_counter() - t_final
+    rep["final"] = {}
+    dirs = {"winner": finals["winner"].get("model_dir"),
+            "untuned": untuned_dir or finals.get("untuned", {}).get("model_dir")}
+    for key, d in dirs.items():
+        rec = finals.get(key, {})
+        entry: dict[str, Any] = {"overrides": rec.get("overrides", {}), "epochs": rec.get("epochs"),
+                                 "train_wall_s": rec.get("wall_s"), "status": rec.get("status", "given")}
+        if key == "untuned":
+            entry["alpha_beta_gamma"] = [base.distill.alpha, base.distill.beta, base.distill.gamma]
+            entry["lr"], entry["batch_size"] = base.train.lr, base.train.batch_size
+            entry["class_weights"] = list(base.train.class_weights)
+            if untuned_dir:
+                entry["note"] = f"existing model {untuned_dir}, not retrained by this search"
+        if d and (rec.get("status") == "ok" or key == "untuned" and untuned_dir):
+            entry.update(evaluate_model(d, data, n_boot=n_boot, tta=base.train.tta))
+        else:
+            entry["error"] = rec.get("error", "not trained")
+        rep["final"][key] = entry
+    w, u = rep["final"]["winner"].get("validation"), rep["final"]["untuned"].get("validation")
+    if w and u:
+        rep["final"]["winner_beats_untuned_on_validation"] = bool(w["score"] > u["score"])
+        rep["final"]["ship"] = "winner" if w["score"] > u["score"] else "untuned"
+    rep["timing"]["total_s"] = time.perf_counter() - t_start
+    ok = [r for t in rep["trials"] for r in t["rungs"]]
+    rep["timing"]["trial_epochs"] = int(sum(r["epochs_this_job"] for r in ok if r["status"] == "ok"))
+    # jobs reused from the journal of an earlier (killed) invocation did not run in this one's search_wall_s
+    fresh = [r for r in ok if not r.get("reused") and r.get("wall_s") is not None]
+    rep["timing"]["sum_trial_wall_s"] = float(sum(r["wall_s"] for r in fresh))
+    rep["timing"]["reused_jobs"] = len(ok) - len(fresh)
+    sw = rep["timing"].get("search_wall_s") or 0
+    rep["timing"]["effective_parallelism"] = rep["timing"]["sum_trial_wall_s"] / sw if sw else None
+    rep["n_trials_reported"] = sum(1 for t in rep["trials"] if t["rungs"])
+    rep["status"] = "complete"
+    rep["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    if report is not None:
+        write_report(rep, report)
+    return rep
+
+
+def _rung_row(rec: dict) -> dict:
+    row = {"rung": rec.get("rung"), "epochs": rec["epochs"], "status": rec["status"], "wall_s": rec.get("wall_s"),
+           "resumed": rec.get("resumed"), "reused": bool(rec.get("reused")), "validation": rec.get("validation"),
+           "best_epoch": rec.get("best_epoch"), "train_img_per_s": rec.get("train_img_per_s"),
+           "history": rec.get("history", [])}
+    if rec.get("error"):
+        row["error"] = rec["error"]
+    # Epochs trained by this job alone: a promotion continues from the previous rung's checkpoint.
+    row["epochs_this_job"] = int(rec.get("span", rec["epochs"]))
+    return row
+
+
+def _mark_status(rep: dict, rungs: list[int], top_rung: int, winner: str) -> None:
+    for t in rep["trials"]:
+        ok = [r for r in t["rungs"] if r["status"] == "ok"]
+        t["epochs_reached"] = max((r["epochs"] for r in ok), default=0)
+        if t["id"] == winner:
+            t["status"] = "winner"
+        elif any(r["status"] == "failed" for r in t["rungs"]):
+            t["status"] = "failed"
+        elif not ok:
+            t["status"] = "not run"
+        elif t["epochs_reached"] == rungs[top_rung]:
+            t["status"] = "finalist"
+        else:
+            t["status"] = f"pruned after {t['epochs_reached']} epoch(s)"
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads " \
+           f"{torch.get_num_threads()})"
+
+
+# ---------------------------------------------------------------------------------------------------------- reports
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}f}"
+    return str(v)
+
+
+def _ov_text(ov: dict) -> str:
+    parts = []
+    for k, v in ov.items():
+        parts.append(f"{k}={','.join(f'{x:g}' for x in v) if isinstance(v, (list, tuple)) else v}")
+    return " ".join(parts)
+
+
+def _pct_ci(s: dict, key: str) -> str:
+    v, ci = s.get(key), s.get(f"{key}_ci")
+    if v is None:
+        return "-"
+    return f"{100 * v:.1f}%" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def write_report(rep: dict, prefix: Path) -> None:
+    """Write ``prefix``.json and ``prefix``.md (atomically: a killed search leaves the last complete version)."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    for suffix, text in ((".json", json.dumps(rep, indent=1, default=str) + "\n"), (".md", render_markdown(rep))):
+        path = prefix.with_name(prefix.name + suffix)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+
+
+def render_markdown(rep: dict) -> str:
+    L = []
+    title = "MAG-KD hyper-parameter search"
+    L.append(f"# {title}" + (f": {rep['label']}" if rep.get("label") else ""))
+    L.append("")
+    if rep.get("status") != "complete":
+        L.append(f"**Status: {rep.get('status')}** (rewritten after every finished trial).")
+        L.append("")
+    L.append(f"Command: `{rep.get('command', '')}`  ")
+    L.append(f"Device: {rep.get('device')}; concurrency {rep.get('concurrency')}; started {rep.get('started')}"
+             + (f", finished {rep['finished']}" if rep.get("finished") else ""))
+    L.append("")
+    d = rep.get("data", {})
+    L.append("Data (lesion-grouped split manifest): " + ", ".join(
+        f"{s} {v['n']} images ({v['n_malignant']} malignant) at {v['img_size']} px" for s, v in d.items()))
+    L.append("")
+    L.append("## Selection rule")
+    L.append("")
+    L.append(f"`{rep['selection']['formula']}`. Ties: {rep['selection']['tie_break']}. Validation AUROC is shown "
+             "beside it. The test split is not used for any choice: it is evaluated once, after the search, for the "
+             "retrained winner and the untuned student.")
+    L.append("")
+    L.append("## Schedule")
+    L.append("")
+    sp, bc = rep["space"], rep["base_config"]
+    L.append(f"Space `{sp.get('name')}` ({sp.get('file')}): {rep['n_configs']} configurations. "
+             + "; ".join(f"{k} in {v}" for k, v in sp["grid"].items()))
+    L.append("")
+    L.append(f"Successive halving: rungs {rep['rungs']} epochs, eta {rep['eta']}, planned trials per rung "
+             f"{rep['planned_trials_per_rung']}. A promoted trial continues from its own checkpoint (its cosine "
+             "schedule restarts over the new epoch count); it is ranked on its best-AUROC epoch so far, the "
+             "checkpoint it saves. Base config: " + _ov_text({
+                 "backbone": bc["model"]["backbone"], "img_size": bc["model"]["img_size"],
+                 "teacher": bc["distill"]["teacher"], "seed": bc["train"]["seed"],
+                 "pretrained": bc["train"]["pretrained"], "mixed_precision": bc["train"]["mixed_precision"]}) + ".")
+    L.append("")
+    L.append("## Trials")
+    L.append("")
+    rungs = rep["rungs"]
+    head = "| trial | config | status | epochs reached | " + " | ".join(f"score@{r}" for r in rungs) + \
+           " | val score | val AUROC | sens | spec | acc | wall s |"
+    L.append(head)
+    L.append("|" + "---|" * (head.count("|") - 1))
+
+    def sort_key(t):
+        last = t["rungs"][-1]["validation"] if t["rungs"] and t["rungs"][-1].get("validation") else {}
+        return (-t.get("epochs_reached", max((r["epochs"] for r in t["rungs"]), default=0)),
+                -(last.get("score") or -1), t["id"])
+
+    for t in sorted(rep["trials"], key=sort_key):
+        by_ep = {r["epochs"]: r for r in t["rungs"]}
+        last = t["rungs"][-1] if t["rungs"] else {}
+        v = last.get("validation") or {}
+        wall = sum(r["wall_s"] or 0 for r in t["rungs"]) if t["rungs"] else None
+        cells = [_fmt((by_ep[r].get("validation") or {}).get("score")) if r in by_ep else "" for r in rungs]
+        L.append(f"| {t['id']} | {_ov_text(t['overrides'])} | {t.get('status', 'running')} | "
+                 f"{t.get('epochs_reached', last.get('epochs', 0))} | " + " | ".join(cells) +
+                 f" | {_fmt(v.get('score'))} | {_fmt(v.get('auroc'))} | {_fmt(v.get('sensitivity'))} | "
+                 f"{_fmt(v.get('specificity'))} | {_fmt(v.get('accuracy'))} | {_fmt(wall, 1)} |")
+    L.append("")
+    if rep.get("winner"):
+        w = rep["winner"]
+        L.append(f"**Winner: {w['id']}** ({_ov_text(w['overrides'])}), validation score "
+                 f"{_fmt(w['validation'].get('score'))}, AUROC {_fmt(w['validation'].get('auroc'))} after "
+                 f"{w['epochs']} epochs.")
+        L.append("")
+    if rep.get("final"):
+        f = rep["final"]
+        L.append(f"## Winner retrained ({rep['final_epochs']} epochs from scratch) vs untuned MAG-KD student")
+        L.append("")
+        L.append("Validation: operating point and selection score (recomputed from the saved model). Test: "
+                 "evaluated once, at the validation threshold, 95% lesion-grouped bootstrap CIs.")
+        L.append("")
+        L.append("| model | config | val score | val AUROC | val sens | val spec | test AUROC | test sens | "
+                 "test spec | test acc | threshold |")
+        L.append("|---|---|---|---|---|---|---|---|---|---|---|")
+        for key in ("untuned", "winner"):
+            e = f.get(key, {})
+            v, s = e.get("validation") or {}, e.get("test") or {}
+            cfg = _ov_text(e.get("overrides") or {}) if key == "winner" else \
+                f"alpha,beta,gamma={','.join(f'{x:g}' for x in e.get('alpha_beta_gamma', []))} " \
+                f"lr={e.get('lr')} batch_size={e.get('batch_size')} " \
+                f"class_weights={','.join(f'{x:g}' for x in e.get('class_weights', []))}"
+            auc = s.get("auroc")
+            auc_txt = "-" if auc is None else f"{auc:.3f}" + (
+                f" [{s['auroc_ci'][0]:.3f}, {s['auroc_ci'][1]:.3f}]" if s.get("auroc_ci") else "")
+            L.append(f"| {key} | {cfg} | {_fmt(v.get('score'))} | {_fmt(v.get('auroc'))} | "
+                     f"{_fmt(v.get('sensitivity'))} | {_fmt(v.get('specificity'))} | {auc_txt} | "
+                     f"{_pct_ci(s, 'sensitivity')} | {_pct_ci(s, 'specificity')} | {_pct_ci(s, 'accuracy')} | "
+                     f"{_fmt(v.get('threshold'))} |")
+            if e.get("note"):
+                L.append(f"<!-- {key}: {e['note']} -->")
+        L.append("")
+        if "ship" in f:
+            L.append(f"Winner beats the untuned student on validation score: "
+                     f"**{'yes' if f['winner_beats_untuned_on_validation'] else 'no'}** -> ship the "
+                     f"**{f['ship']}** student (decided on validation only).")
+            L.append("")
+    tm = rep.get("timing", {})
+    L.append("## Time")
+    L.append("")
+    L.append(" ".join(f"{k} {_fmt(v, 1)};" for k, v in tm.items()))
+    L.append("")
+    if tm.get("reused_jobs"):
+        L.append(f"{tm['reused_jobs']} trial jobs were reused from the journal of an earlier, interrupted invocation: "
+                 "their wall times are in the trial table, the times above are this invocation's.")
+        L.append("")
+    L.append("`effective_parallelism` = sum of trial wall times / search wall time (trials overlapping on the "
+             "device); trial_epochs = epochs actually trained by all trials.")
+    if rep.get("concurrency_benchmark"):
+        L.append("")
+        L.append("## Concurrency benchmark")
+        L.append("")
+        L.append("| concurrent trials | wall s | aggregate train img/s | speed-up vs 1 |")
+        L.append("|---|---|---|---|")
+        rows = rep["concurrency_benchmark"]["levels"]
+        base = rows[0]["img_per_s"] if rows else None
+        for r in rows:
+            L.append(f"| {r['concurrency']} | {_fmt(r['wall_s'], 1)} | {_fmt(r['img_per_s'], 0)} | "
+                     f"{_fmt(r['img_per_s'] / base if base else None, 2)} |")
+    L.append("")
+    L.append("DermoHelper is a triage aid, not a diagnosis. Data: HAM10000 (Tschandl et al. 2018, "
+             "doi:10.1038/sdata.2018.161, CC BY-NC-SA 4.0).")
+    return "\n".join(L) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------- concurrency
+def bench_concurrency(base: RunConfig, data: dict[str, tuple], levels: Sequence[int], steps: int, out: Path,
+                      overrides: dict | None = None) -> dict[str, Any]:
+    """Aggregate training throughput of 1, 2, ... identical short trials running at once in worker processes.
+
+    Each level runs ``c`` copies of one trial (``max_steps=steps``) together; the aggregate img/s is the sum of the
+    copies' training img/s (they overlap). One pool of max(levels) workers, warmed up first, serves every level.
+    """
+    overrides = dict(overrides or {})
+    levels = sorted({int(c) for c in levels})
+    runner = Runner(data, max(levels), out / "bench.jsonl", out / "bench_cache")
+    rows = []
+    try:
+        def batch(c: int, tag: str, n_steps: int) -> dict:
+            jobs = []
+            for i in range(c):
+                j = make_job(base, f"{tag}{i}", "bench", overrides, 1, out / "bench" / f"{tag}{i}")
+                j["cfg"]["train"]["max_steps"] = n_steps
+                shutil.rmtree(out / "bench" / f"{tag}{i}", ignore_errors=True)
+                jobs.append(j)
+            t0 = time.perf_counter()
+            recs = runner.run_jobs(jobs)
+            return {"concurrency": c, "wall_s": time.perf_counter() - t0,
+                    "img_per_s": float(sum(r.get("train_img_per_s", 0.0) for r in recs.values())),
+                    "per_trial_img_per_s": [r.get("train_img_per_s") for r in recs.values()]}
+
+        batch(max(levels), "warm", 3)  # CUDA contexts, cuDNN autotuning, first-call overheads
+        for c in levels:
+            rows.append(batch(c, f"c{c}_", steps))
+            logger.info("concurrency %d: %.0f img/s", c, rows[-1]["img_per_s"])
+    finally:
+        runner.close()
+        (out / "bench.jsonl").unlink(missing_ok=True)
+    return {"steps": steps, "overrides": overrides, "levels": rows, "device": _device_name()}
+
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+def build_search_parser() -> argparse.ArgumentParser:
+    ap = build_parser(__doc__.splitlines()[0])
+    g = ap.add_argument_group("search")
+    g.add_argument("--space", default=str(DEFAULT_SPACE), help="JSON search space (default: the seed's 36-config grid)")
+    g.add_argument("--rungs", default="1,3,9", help="successive-halving epoch budgets, increasing (default 1,3,9)")
+    g.add_argument("--eta", type=int, default=3, help="keep the best 1/eta trials at each rung (default 3)")
+    g.add_argument("--out", default="runs/search",
+                   help="trials, journal and the winner's model folder (OUT/winner/best)")
+    g.add_argument("--concurrency", type=int, default=1, help="trials trained at once, one worker process each")
+    g.add_argument("--final-epochs", "--final_epochs", dest="final_epochs", type=int, default=0,
+                   help="epochs for the winner's retrain and the untuned student (default: the last rung)")
+    g.add_argument("--untuned", default="", help="an existing untuned MAG-KD model folder to compare against "
+                                                  "instead of training one with the same budget")
+    g.add_argument("--report", default="reports/search", help="report prefix: writes PREFIX.md and PREFIX.json")
+    g.add_argument("--label", default="", help="report title suffix, e.g. 'CPU smoke run (not the real search)'")
+    g.add_argument("--deadline", type=float, default=0.0, help="seconds after which no new trial starts "
+                                                                "(the final retrain still runs); 0 = none")
+    g.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the test CIs")
+    g.add_argument("--bench-concurrency", "--bench_concurrency", dest="bench_concurrency", default="",
+                   help="e.g. 1,4,8: first measure aggregate throughput of that many simultaneous short trials")
+    g.add_argument("--bench-steps", "--bench_steps", dest="bench_steps", type=int, default=100)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_search_parser().parse_args(argv)
+    setup_logging()
+    base = resolve(args, progress=False)
+    space = load_space(args.space)
+    rungs = [int(r) for r in args.rungs.split(",") if r.strip()]
+    out = Path(args.out)
+    command = "python -m train.search " + " ".join(shlex.quote(a) for a in argv)
+    t0 = time.perf_counter()
+    data = load_data(base)
+    decode_s = time.perf_counter() - t0
+    logger.info("decoded data in %.1fs", decode_s)
+    bench = None
+    if args.bench_concurrency:
+        levels = [int(c) for c in args.bench_concurrency.split(",") if c.strip()]
+        first = expand_space(space["grid"])[0]
+        bench = bench_concurrency(base, data, levels, args.bench_steps, out, first)
+    deadline = args.deadline - (time.perf_counter() - t0) if args.deadline else 0.0
+    rep = search(base, space, rungs, args.eta, out, concurrency=args.concurrency,
+                 final_epochs=args.final_epochs or None, untuned_dir=args.untuned or None,
+                 report=Path(args.report), label=args.label, deadline_s=max(deadline, 1e-3) if args.deadline else 0.0,
+                 n_boot=args.n_boot, command=command, data=data, decode_s=decode_s)
+    if bench is not None:
+        rep["concurrency_benchmark"] = bench
+        write_report(rep, Path(args.report))
+    summary = {"winner": rep.get("winner"), "ship": rep["final"].get("ship"),
+               "report": f"{args.report}.md", "winner_model": rep["final"]["winner"].get("model_dir"),
+               "timing": rep["timing"]}
+    print(json.dumps(summary, indent=1, default=str))
+    return rep
+
+
+if __name__ == "__main__":
+    main()
