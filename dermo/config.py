@@ -121,7 +121,7 @@ class TrainConfig:
 class DistillConfig:
     """MAG-KD: alpha * focal + beta * KL(student/T || teacher/T) * T^2 + gamma * MSE(attention maps)."""
 
-    teacher: str = ""  # folder of a trained teacher (save_pretrained layout); empty = no distillation
+    teacher: str = ""  # trained teacher folder(s) (save_pretrained layout), comma-separated = ensemble; "" = no KD
     alpha: float = 0.4
     beta: float = 0.3
     gamma: float = 0.3

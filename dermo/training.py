@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from . import metrics as M
 from .config import RunConfig
 from .data import augment_batch, decode_images, load_split
-from .losses import mag_kd_loss
+from .losses import mag_kd_loss, resize_attention
 from .models import LesionClassifier, create_model, load_model, predict_logits
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,21 @@ def _resize(x: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
-def train_one_epoch(model, teacher, optimizer, scheduler, accelerator, images: torch.Tensor, labels: torch.Tensor,
+@torch.no_grad()
+def teacher_outputs(teachers: list, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and attention of one teacher, or of an ensemble (logits averaged; attention maps resized to the first
+    member's grid and averaged). ``x`` is the augmented batch in [0, 1]; each member gets its own size/mean/std."""
+    logits, atts = [], []
+    for t in teachers:
+        c = t.config
+        out = t(_normalize(_resize(x, c.img_size), c.mean, c.std).contiguous(memory_format=torch.channels_last))
+        logits.append(out.logits.float())
+        grid = atts[0].shape[-2:] if atts else out.attention.shape[-2:]
+        atts.append(resize_attention(out.attention.float(), tuple(grid)))
+    return torch.stack(logits).mean(0), torch.stack(atts).mean(0)
+
+
+def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: torch.Tensor, labels: torch.Tensor,
                     cfg: RunConfig, epoch: int, start_step: int = 0, on_step=None) -> dict[str, float]:
     """One pass over this process's shard of the epoch permutation; returns mean loss terms and img/s."""
     tc, mc, dc = cfg.train, cfg.model, cfg.distill
@@ -75,12 +89,8 @@ def train_one_epoch(model, teacher, optimizer, scheduler, accelerator, images: t
         with accelerator.autocast():
             out = model(xs)
             t_logits = t_att = None
-            if teacher is not None:
-                tcfg = teacher.config
-                xt = _normalize(_resize(x, tcfg.img_size), tcfg.mean, tcfg.std)
-                with torch.no_grad():
-                    t_out = teacher(xt.contiguous(memory_format=torch.channels_last))
-                t_logits, t_att = t_out.logits.float(), t_out.attention.float()
+            if teachers:
+                t_logits, t_att = teacher_outputs(teachers, x)
             terms = mag_kd_loss(out.logits, out.attention, y, t_logits, t_att, alpha=dc.alpha, beta=dc.beta,
                                 gamma=dc.gamma, temperature=dc.kd_temperature, focal_gamma=tc.focal_gamma,
                                 class_weights=tc.class_weights)
@@ -175,12 +185,12 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
         out_dir.mkdir(parents=True, exist_ok=True)
         cfg.save(out_dir / "run_config.json")
 
-    teacher = None
+    teachers = []
     size = cfg.model.img_size
-    if cfg.distill.teacher:
-        teacher = load_model(cfg.distill.teacher).eval().requires_grad_(False)
-        teacher = teacher.to(accelerator.device).to(memory_format=torch.channels_last)
-        size = max(size, teacher.config.img_size)
+    for path in filter(None, (p.strip() for p in cfg.distill.teacher.split(","))):
+        t = load_model(path).eval().requires_grad_(False)
+        teachers.append(t.to(accelerator.device).to(memory_format=torch.channels_last))
+        size = max(size, t.config.img_size)
 
     if data is None:
         tr_x, tr_y, _ = load_arrays(cfg, "train", size, cfg.data.limit_train)
@@ -237,7 +247,7 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
     t_start = time.perf_counter()
     for epoch in range(progress["epoch"], tc.epochs):
         start_step = progress["step"] if epoch == progress["epoch"] else 0
-        train_stats = train_one_epoch(model, teacher, optimizer, scheduler, accelerator, tr_x, tr_y_t, cfg, epoch,
+        train_stats = train_one_epoch(model, teachers, optimizer, scheduler, accelerator, tr_x, tr_y_t, cfg, epoch,
                                       start_step, on_step)
         last = stop["flag"] or epoch == tc.epochs - 1
         if (epoch + 1) % tc.eval_every == 0 or last:

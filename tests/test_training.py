@@ -67,3 +67,21 @@ def test_cli_flags_map_to_fields(tiny_data, tiny_manifest, tmp_path):
     assert cfg.train.lr == 0.002 and cfg.train.class_weights == (1.0, 3.0) and cfg.train.tta is True
     with pytest.raises(SystemExit):
         build_parser("t").parse_args(["--not_a_field", "1"])
+
+
+def test_ensemble_teacher_outputs_average_members():
+    from dermo.config import ModelConfig
+    from dermo.models import create_model
+    from dermo.training import teacher_outputs
+
+    torch.manual_seed(0)
+    a = create_model(ModelConfig(backbone="test_efficientnet", img_size=64)).eval()
+    b = create_model(ModelConfig(backbone="test_efficientnet", img_size=32)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    la, aa = teacher_outputs([a], x)
+    lab, aab = teacher_outputs([a, a], x)
+    assert torch.allclose(la, lab) and torch.allclose(aa, aab)
+    l2, a2 = teacher_outputs([a, b], x)
+    lb, _ = teacher_outputs([b], x)
+    assert torch.allclose(l2, (la + lb) / 2, atol=1e-6)
+    assert a2.shape == aa.shape and torch.allclose(a2.sum((1, 2)), torch.ones(2), atol=1e-5)
