@@ -32,7 +32,7 @@ class ModelConfig:
     """A classifier: timm backbone + attention-pooling head, plus everything needed to serve it.
 
     Preprocessing (img_size, mean, std) and label names live here so training, export and the app read them from one
-    place. ``temperature``, ``threshold``, ``band_low`` and ``band_high`` are fitted on the validation split by
+    place. ``temperature``, ``logit_bias``, ``threshold``, ``band_low`` and ``band_high`` are fitted on the validation split by
     ``dermo.evaluate --calibrate`` and travel with the weights.
     """
 
@@ -45,12 +45,13 @@ class ModelConfig:
     drop_rate: float = 0.2
     # Calibration and operating point (fitted on validation; interim defaults until then).
     temperature: float = 1.0
+    logit_bias: float = 0.0  # P(malignant) = sigmoid((z1 - z0) / temperature + logit_bias)
     threshold: float = 0.5
     band_low: float = 0.2
     band_high: float = 0.6
     calibrated: bool = False
     name: str = "dermohelper"
-    version: str = "0.0.0"
+    version: str = "0.1.0"
 
     def __post_init__(self) -> None:
         self.labels = tuple(self.labels)

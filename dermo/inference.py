@@ -6,7 +6,8 @@ Runtime; ``config.json`` then also carries ``sha256`` of the file, checked on lo
 (PyTorch, ``save_pretrained`` layout). With no path, the int8 student bundled in ``dermo/assets`` is used, so
 everything runs offline.
 
-The probability is calibrated: ``P(malignant) = softmax(logits / temperature)[1]``. Bands: Low below
+The probability is calibrated: ``P(malignant) = sigmoid((z1 - z0) / temperature + logit_bias)`` (Platt scaling of
+the logit margin, fitted on validation; with logit_bias 0 it is ``softmax(logits / temperature)[1]``). Bands: Low below
 ``band_low``, High at or above ``band_high``, Medium between.
 """
 from __future__ import annotations
@@ -141,7 +142,7 @@ class Predictor:
         c = self.config
         return {"name": c.name, "version": c.version, "backbone": c.backbone, "sha256": self.sha256,
                 "backend": self.backend, "variant": self.extra.get("onnx_variant", "fp32"),
-                "temperature": c.temperature, "threshold": c.threshold,
+                "temperature": c.temperature, "logit_bias": c.logit_bias, "threshold": c.threshold,
                 "band_edges": {"low": c.band_low, "high": c.band_high}, "calibrated": c.calibrated}
 
     # ------------------------------------------------------------------------------------------------ running
@@ -164,7 +165,9 @@ class Predictor:
         return o.logits.numpy(), o.attention.numpy(), o.embedding.numpy()
 
     def probabilities(self, logits: np.ndarray) -> np.ndarray:
-        return softmax(np.asarray(logits, np.float64) / self.config.temperature)[:, 1]
+        from .metrics import apply_temperature
+
+        return apply_temperature(logits, self.config.temperature, self.config.logit_bias)
 
     def predict_batch(self, images: Sequence[Any], batch_size: int = 32) -> list[Prediction]:
         out: list[Prediction] = []

@@ -54,6 +54,7 @@ __all__ = [
     "reliability_table",
     "fit_temperature",
     "apply_temperature",
+    "fit_temperature_bias",
     "bootstrap_counts",
     "bootstrap_ci",
     "summarize",
@@ -539,12 +540,37 @@ def fit_temperature(logits: Any, y: Any) -> float:
     return t
 
 
-def apply_temperature(logits: Any, T: float = 1.0) -> np.ndarray:
-    """P(malignant) = softmax(logits / T)[:, 1] = sigmoid((z1 - z0) / T), computed stably."""
+def fit_temperature_bias(logits: Any, y: Any) -> tuple[float, float]:
+    """Temperature T and bias b minimising the NLL of sigmoid(d / T + b), d = z1 - z0 (Platt scaling of the margin).
+
+    Temperature scaling alone cannot move the decision boundary, and a model trained with class weights [1, 4]
+    over-predicts malignancy by a roughly constant logit offset; the bias b removes it. Convex in (1/T, b);
+    solved with L-BFGS. T is clipped to :data:`TEMPERATURE_BOUNDS`.
+    """
+    from scipy.optimize import minimize
+
+    d = _margin(logits)
+    yy = _check_labels(y)
+    if yy.shape[0] != d.shape[0]:
+        raise ValueError(f"logits and y must have equal lengths, got {d.shape[0]} and {yy.shape[0]}")
+    s = 2.0 * yy - 1.0
+
+    def nll_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = s * (d * w[0] + w[1])
+        g = -expit(-z) * s  # d(-log sigmoid(z))/d(a d + b)
+        return float(-log_expit(z).mean()), np.array([(g * d).mean(), g.mean()])
+
+    res = minimize(nll_grad, np.array([1.0 / fit_temperature(logits, yy), 0.0]), jac=True, method="L-BFGS-B",
+                   bounds=[(1.0 / TEMPERATURE_BOUNDS[1], 1.0 / TEMPERATURE_BOUNDS[0]), (-20.0, 20.0)])
+    return float(1.0 / res.x[0]), float(res.x[1])
+
+
+def apply_temperature(logits: Any, T: float = 1.0, bias: float = 0.0) -> np.ndarray:
+    """P(malignant) = sigmoid((z1 - z0) / T + bias); with bias 0 this is softmax(logits / T)[:, 1]. Stable."""
     t = float(T)
     if not (t > 0 and math.isfinite(t)):
         raise ValueError(f"temperature must be a positive finite number, got {T!r}")
-    return expit(_margin(logits) / t)
+    return expit(_margin(logits) / t + float(bias))
 
 
 # --------------------------------------------------------------------------

@@ -109,11 +109,12 @@ def test_calibrate_writes_config_and_is_validation_only(model_copy, tiny_data, t
     assert M.confusion_at(y, p, after["threshold"])["sensitivity"] >= 0.90
     assert M.confusion_at(y, p, after["band_low"])["sensitivity"] >= 0.97
     assert M.confusion_at(y, p, after["band_high"])["specificity"] >= 0.95 or after["band_high"] == 1.0
-    T = M.fit_temperature(val[["logit_benign", "logit_malignant"]].to_numpy(), y)
-    assert after["temperature"] == pytest.approx(T)
+    T, b = M.fit_temperature_bias(val[["logit_benign", "logit_malignant"]].to_numpy(), y)
+    assert after["temperature"] == pytest.approx(T, rel=1e-4) and after["logit_bias"] == pytest.approx(b, abs=1e-4)
     # the predictor now serves the calibrated values
-    assert open_predictor(model_copy).config.temperature == pytest.approx(T)
-    assert m["temperature"] == pytest.approx(T) and m["source"]["calibrated_here"] is True
+    served = open_predictor(model_copy).config
+    assert served.temperature == pytest.approx(T, rel=1e-4) and served.logit_bias == pytest.approx(b, abs=1e-4)
+    assert m["temperature"] == pytest.approx(T, rel=1e-4) and m["source"]["calibrated_here"] is True
 
 
 def test_fit_calibration_on_separable_scores():
@@ -125,6 +126,17 @@ def test_fit_calibration_on_separable_scores():
     assert c["temperature"] == pytest.approx(3.0, rel=0.15)  # overconfident logits are softened
     assert c["validation"]["ece_after"] <= c["validation"]["ece_before"] + 1e-9
     assert c["validation"]["sensitivity"] >= 0.90
+    assert abs(c["logit_bias"]) < 0.2  # no offset in the data -> no bias learnt
+
+
+def test_calibration_bias_removes_a_constant_offset():
+    rng = np.random.default_rng(1)
+    true_logit = rng.normal(-1.5, 2.0, 4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-true_logit))).astype(int)
+    logits = np.stack([np.zeros(4000), 2.0 * (true_logit + 1.0)], 1)  # overconfident AND shifted towards malignant
+    c = fit_calibration(y, logits)
+    assert c["temperature"] == pytest.approx(2.0, rel=0.1) and c["logit_bias"] == pytest.approx(-1.0, abs=0.15)
+    assert c["validation"]["ece_after"] < c["validation"]["ece_temperature_only"]
 
 
 def test_folder_without_lesion_id(tiny_model, tmp_path):

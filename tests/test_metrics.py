@@ -399,3 +399,13 @@ def test_module_has_no_top_level_torch_import():
         elif isinstance(node, ast.ImportFrom) and node.module:
             names.add(node.module.split(".")[0])
     assert "torch" not in names
+
+
+def test_temperature_bias_recovers_known_values():
+    rng = np.random.default_rng(3)
+    d_true = rng.normal(0, 2, 5000)
+    y = (rng.random(5000) < 1 / (1 + np.exp(-(d_true / 2.0 - 0.7)))).astype(int)
+    T, b = M.fit_temperature_bias(np.stack([np.zeros(5000), d_true], 1), y)
+    assert abs(T - 2.0) < 0.2 and abs(b + 0.7) < 0.1
+    p = M.apply_temperature(np.stack([np.zeros(3), np.array([0.0, 2.0, -2.0])], 1), 2.0, -0.7)
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-(np.array([0.0, 1.0, -1.0]) - 0.7))))
