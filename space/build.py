@@ -1,0 +1,96 @@
+"""Assemble the Hugging Face Space folder and, with a token, upload it.
+
+    python space/build.py --out build/space                      # assemble only
+    HF_TOKEN=... python space/build.py --out build/space --push owner/space-name
+
+The folder holds: app.py, the dermo/ package with the bundled model (dermo/assets: model.onnx, config.json,
+ood.npz), and from space/: README.md (the Space's front matter), requirements.txt (pinned) and examples/.
+``--model DIR`` bundles another model folder instead of dermo/assets. The push creates the Space if needed
+(``sdk=gradio``) and uploads with ``huggingface_hub.upload_folder(repo_type="space")``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SPACE = ROOT / "space"
+IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", "*.pyi")
+
+
+def build_space(out: str | Path, model: str | Path | None = None) -> Path:
+    """Copy everything the Space needs into ``out`` (emptied first); returns ``out``."""
+    out = Path(out)
+    model_dir = Path(model) if model else ROOT / "dermo" / "assets"
+    if not (model_dir / "config.json").is_file():
+        raise FileNotFoundError(f"{model_dir} holds no model (config.json missing): export the student first "
+                                "(python -m train.export) or pass --model DIR")
+    if out.resolve() in (ROOT.resolve(), SPACE.resolve()) or ROOT.resolve().is_relative_to(out.resolve()):
+        raise ValueError(f"--out {out} would overwrite the repository; give a new folder such as build/space")
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copy2(ROOT / "app.py", out / "app.py")
+    shutil.copytree(ROOT / "dermo", out / "dermo", ignore=shutil.ignore_patterns(
+        "__pycache__", "*.pyc", "*.pyi", "assets"))
+    shutil.copytree(model_dir, out / "dermo" / "assets", ignore=IGNORE)
+    for name in ("README.md", "requirements.txt"):
+        shutil.copy2(SPACE / name, out / name)
+    shutil.copytree(SPACE / "examples", out / "examples", ignore=IGNORE)
+    for name in ("LICENSE",):
+        if (ROOT / name).is_file():
+            shutil.copy2(ROOT / name, out / name)
+    return out
+
+
+def push_space(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False,
+               endpoint: str | None = None) -> str:
+    """Create (if needed) and upload the Space; returns its URL. Clear errors for no token / no network."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+    from requests.exceptions import ConnectionError as RequestsConnectionError, Timeout
+
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        raise PermissionError("no Hugging Face token: set HF_TOKEN (a write token from "
+                              "https://huggingface.co/settings/tokens) or pass --token, then push again")
+    if "/" not in repo_id:
+        raise ValueError(f"--push {repo_id!r}: give owner/space-name")
+    api = HfApi(endpoint=endpoint, token=token)
+    try:
+        api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
+        api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space",
+                          commit_message="Update DermoHelper Space")
+    except (RequestsConnectionError, Timeout, OSError) as e:
+        raise ConnectionError(f"cannot reach the Hugging Face Hub to push {repo_id} ({type(e).__name__}); "
+                              "check the network (or HF_ENDPOINT) and push again; the folder "
+                              f"{folder} is ready") from e
+    except HfHubHTTPError as e:
+        raise PermissionError(f"the Hub refused the push to {repo_id}: {e}; check that the token can write "
+                              "to that owner") from e
+    return f"https://huggingface.co/spaces/{repo_id}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description="Assemble the DermoHelper Space folder; push it with --push.")
+    p.add_argument("--out", required=True, help="folder to create (emptied first), e.g. build/space")
+    p.add_argument("--model", default=None, help="model folder to bundle (default: dermo/assets)")
+    p.add_argument("--push", default=None, metavar="OWNER/SPACE", help="upload to this Space (needs HF_TOKEN)")
+    p.add_argument("--token", default=None, help="Hugging Face token (default: $HF_TOKEN)")
+    p.add_argument("--private", action="store_true")
+    a = p.parse_args(argv)
+    try:
+        out = build_space(a.out, a.model)
+        print(f"Space folder ready: {out}")
+        if a.push:
+            print(f"pushed: {push_space(out, a.push, a.token, a.private)}")
+    except (FileNotFoundError, ValueError, PermissionError, ConnectionError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT))
+    main()

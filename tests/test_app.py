@@ -1,0 +1,228 @@
+"""The real app (``python app.py``) as a subprocess on a free port, hit with gradio_client: good photos, every bad
+input of tests/badinputs.py, the server still answering after each, and the API listing showing only /predict."""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dermo.inference import BANDS, sha256_file
+from tests.badinputs import EXPECTED, make_bad_inputs
+from tests.test_ood import make_tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# What the user must read for each refusal (a fragment of dermo.imageio's message).
+MESSAGE_HINT = {"empty": "empty", "not_image": "not an image", "truncated": "incomplete",
+                "too_many_pixels": "too large", "file_too_large": "too large"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "DERMO_MODEL": str(model_dir), "GRADIO_SERVER_PORT": str(port),
+           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False", "DERMO_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log.open("w"),
+                            stderr=subprocess.STDOUT)
+
+
+def wait_ready(proc: subprocess.Popen, url: str, log: Path, timeout: float = 400) -> None:
+    import urllib.request
+
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        if proc.poll() is not None:
+            raise RuntimeError(f"app exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url + "config", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"app not ready after {timeout}s:\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    model = make_tiny_model(tmp_path_factory.mktemp("app_model"))
+    port = free_port()
+    log = tmp_path_factory.mktemp("app_log") / "app.log"
+    proc = start_app(model, port, log)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        wait_ready(proc, url, log)
+        yield {"url": url, "model": model, "log": log}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from gradio_client import Client
+
+    return Client(server["url"], verbose=False)
+
+
+def good_images(tiny_data: Path, n: int = 3) -> list[Path]:
+    return sorted((tiny_data / "images").glob("*.jpg"))[:n]
+
+
+def call(client, path: Path):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), api_name="/predict")
+
+
+def check_verdict(r: dict, model: Path) -> None:
+    assert r["quality"]["ok"] is True and r["quality"]["reasons"] == []
+    assert r["band"] in BANDS and 0.0 <= r["probability"] <= 1.0
+    low, high = r["band_edges"]["low"], r["band_edges"]["high"]
+    want = "high" if r["probability"] >= high else "low" if r["probability"] < low else "medium"
+    assert r["band"] == want
+    assert r["model"]["sha256"] == sha256_file(model / "model.safetensors")
+    assert r["model"]["name"] == "tiny-test" and r["model"]["version"] == "0.0.1"
+    assert len(r["heatmap"]) == 2 and abs(sum(map(sum, r["heatmap"])) - 1) < 1e-3  # 64 px test net: 2x2 map
+    assert "not a diagnosis" in r["disclaimer"] and r["calibrated"] is False  # tiny model: interim values
+
+
+@pytest.mark.slow
+def test_only_predict_is_public(client):
+    api = client.view_api(return_format="dict", print_info=False)
+    assert list(api["named_endpoints"]) == ["/predict"]
+    assert not api["unnamed_endpoints"]
+
+
+@pytest.mark.slow
+def test_predict_on_real_photos(client, server, tiny_data):
+    for p in good_images(tiny_data):
+        check_verdict(call(client, p), server["model"])
+
+
+@pytest.mark.slow
+def test_every_bad_input_gets_a_clear_answer_and_the_server_keeps_working(client, server, tiny_data, tmp_path):
+    from gradio_client.exceptions import AppError
+
+    good = good_images(tiny_data, 1)[0]
+    bad = make_bad_inputs(tmp_path)
+    bad.pop("missing")  # a path that does not exist cannot be uploaded; dermo/imageio tests cover it
+    for name, path in bad.items():
+        expected = EXPECTED[name]
+        if expected == "ok":
+            r = call(client, path)
+            if r["quality"]["ok"]:
+                check_verdict(r, server["model"])
+            else:  # a retake message instead of a verdict
+                assert r["band"] is None and r["probability"] is None and r["quality"]["reasons"], name
+            if name == "one_pixel":
+                assert r["quality"]["codes"] == ["too_small"]
+        else:
+            with pytest.raises(AppError) as e:
+                call(client, path)
+            msg = str(e.value)
+            assert MESSAGE_HINT[expected] in msg.lower(), (name, msg)
+            assert "Traceback" not in msg and ("upload" in msg.lower() or "resize" in msg.lower()), (name, msg)
+        check_verdict(call(client, good), server["model"])  # still serving
+    assert "Traceback" not in server["log"].read_text()
+
+
+@pytest.mark.slow
+def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
+    """analyze_ui: band card, overlay and a PNG report from one forward pass; retake message when the gate fails."""
+    model = make_tiny_model(tmp_path / "m")
+    monkeypatch.setenv("DERMO_MODEL", str(model))
+    sys.modules.pop("app", None)
+    monkeypatch.syspath_prepend(str(ROOT))
+    app = importlib.import_module("app")
+    try:
+        html, overlay, report = app.analyze_ui(str(good_images(tiny_data, 1)[0]))
+        assert "risk" in html and "%" in html and overlay.mode == "RGB"
+        assert Path(report["value"]).read_bytes()[:4] == b"\x89PNG"
+        bad = make_bad_inputs(tmp_path / "bad")
+        html, overlay, report = app.analyze_ui(str(bad["one_pixel"]))
+        assert app.RETAKE in html and overlay is None and report["visible"] is False
+        import gradio as gr
+
+        with pytest.raises(gr.Error, match="empty"):
+            app.analyze_ui(str(bad["zero_byte"]))
+        with pytest.raises(gr.Error, match="No photo"):
+            app.analyze_ui(None)
+        assert app.predict(str(good_images(tiny_data, 1)[0]))["band"] in BANDS
+        assert app.demo.delete_cache is not None  # uploads and results are swept from the cache
+    finally:
+        sys.modules.pop("app", None)
+
+
+# ------------------------------------------------------------------------------------------------------ the Space
+def load_build():
+    spec = importlib.util.spec_from_file_location("space_build", ROOT / "space" / "build.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def front_matter(readme: Path) -> dict[str, str]:
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("---\n")
+    head = text.split("---\n")[1]
+    return {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in head.splitlines()
+                                               if ":" in line and not line.startswith(" "))}
+
+
+def test_space_folder_is_complete_and_pinned(tmp_path):
+    import gradio
+
+    from dermo.imageio import load_image
+
+    build = load_build()
+    model = make_tiny_model(tmp_path / "model")
+    out = build.build_space(tmp_path / "space", model)
+    for rel in ("app.py", "README.md", "requirements.txt", "dermo/__init__.py", "dermo/inference.py",
+                "dermo/ood.py", "dermo/report_card.py", "dermo/assets/config.json",
+                "dermo/assets/model.safetensors", "examples/ATTRIBUTION.md"):
+        assert (out / rel).is_file(), rel
+    assert not list(out.rglob("__pycache__")) and not list(out.rglob("*.pyi"))
+    meta = front_matter(out / "README.md")
+    assert meta["sdk"] == "gradio" and meta["sdk_version"] == gradio.__version__ and meta["app_file"] == "app.py"
+    assert meta["license"] == "cc-by-nc-sa-4.0" and "models" in meta and meta["title"] and meta["emoji"]
+    lock = dict(line.split("==") for line in (ROOT / "requirements.txt").read_text().splitlines()
+                if "==" in line and not line.startswith("#"))
+    lock = {k.lower().replace("-", "_"): v.strip() for k, v in lock.items()}
+    reqs = [r for r in (out / "requirements.txt").read_text().splitlines() if r.strip() and not r.startswith("#")]
+    for r in reqs:
+        name, version = r.split("==")
+        assert lock[name.lower().replace("-", "_")] == version, r
+    examples = sorted((out / "examples").glob("*.jpg"))
+    assert len(examples) >= 2 and all(min(load_image(p).size) >= 64 for p in examples)
+    with pytest.raises(FileNotFoundError, match="export"):
+        build.build_space(tmp_path / "x", tmp_path / "no_model")
+    with pytest.raises(ValueError, match="overwrite"):
+        build.build_space(ROOT, model)
+
+
+def test_space_push_fails_clearly_without_token_or_network(tmp_path, monkeypatch):
+    build = load_build()
+    folder = build.build_space(tmp_path / "space", make_tiny_model(tmp_path / "model"))
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(PermissionError, match="HF_TOKEN"):
+        build.push_space(folder, "someone/dermohelper")
+    with pytest.raises(SystemExit, match="HF_TOKEN"):
+        build.main(["--out", str(tmp_path / "space2"), "--model", str(tmp_path / "model"),
+                    "--push", "someone/dermohelper"])
+    # a token but no Hub reachable (closed local port): a clear network error, the folder stays ready
+    with pytest.raises(ConnectionError, match="cannot reach the Hugging Face Hub"):
+        build.push_space(folder, "someone/dermohelper", token="hf_fake", endpoint="http://127.0.0.1:9")
+    assert (folder / "app.py").is_file()
