@@ -5,7 +5,7 @@ validates the photo (``dermo.imageio``), runs the quality gate (``dermo.quality`
 ``dermo.ood``), then one forward pass, then formats.
 
 Run: ``python app.py`` (127.0.0.1:7860; GRADIO_SERVER_NAME / GRADIO_SERVER_PORT override). ``DERMO_MODEL`` may
-name another model folder or a Hub id (default: the int8 student bundled in ``dermo/assets``).
+name another model folder or a Hub id (default: the ONNX student bundled in ``dermo/assets``).
 
 API (``gradio_client``)::
 

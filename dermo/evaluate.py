@@ -301,8 +301,9 @@ def render_report(m: dict[str, Any]) -> str:
     for label, blk in ((f"operating point (p >= {m['threshold']:.4f})", m), ("p >= 0.5", m["at_0.5"])):
         lines.append(f"| {label} | " + " | ".join(_fmt_ci(blk, k) for k in M.CONFUSION_METRICS) + " |")
     lines += ["", f"Confusion at the operating point: TP {m['tp']}, FP {m['fp']}, TN {m['tn']}, FN {m['fn']}.", "",
-              f"Calibration (ECE, 15 bins): {m['ece']['before']:.4f} before temperature scaling, "
-              f"{m['ece']['after']:.4f} after (T = {m['temperature']:.3f}).", "",
+              f"Calibration (ECE, 15 bins): {m['ece']['before']:.4f} before calibration, "
+              f"{m['ece']['after']:.4f} after (temperature T = {m['temperature']:.3f}, logit bias b = "
+              f"{m.get('logit_bias', 0.0):.3f}).", "",
               "## Risk bands", "", "| band | images | share of images | malignant | malignancy rate | "
               "share of all malignant |", "|---|---|---|---|---|---|"]
     for b in ("low", "medium", "high"):

@@ -209,7 +209,9 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
                                      "model; export the ONNX file from this checkpoint")
         dest = out / ONNX_SUBDIR
         dest.mkdir()
-        for f in sorted(onnx_dir.glob("*.onnx")) + [onnx_dir / CONFIG_NAME]:
+        # ood.npz: the out-of-distribution statistics fitted on this very file (the app's "not a lesion" check)
+        extras = [onnx_dir / n for n in ("ood.npz",) if (onnx_dir / n).is_file()]
+        for f in sorted(onnx_dir.glob("*.onnx")) + [onnx_dir / CONFIG_NAME] + extras:
             shutil.copy2(f, dest / f.name)
         _write_sums(dest)
         if info is None:

@@ -3,7 +3,7 @@
 A model is a folder (or a Hub id, see ``dermo.hub``) holding ``config.json`` (a ``ModelConfig``: preprocessing,
 labels, calibration temperature, operating threshold, band edges) and either ``model.onnx`` (served with ONNX
 Runtime; ``config.json`` then also carries ``sha256`` of the file, checked on load) or ``model.safetensors``
-(PyTorch, ``save_pretrained`` layout). With no path, the int8 student bundled in ``dermo/assets`` is used, so
+(PyTorch, ``save_pretrained`` layout). With no path, the ONNX student bundled in ``dermo/assets`` is used, so
 everything runs offline.
 
 The probability is calibrated: ``P(malignant) = sigmoid((z1 - z0) / temperature + logit_bias)`` (Platt scaling of

@@ -7,15 +7,18 @@
 # Prepare here:  python -m train.pack_carry   (writes .carry/, git-ignored)
 # Run with the device tool: carry [".carry"], command:
 #   PYTHONUNBUFFERED=1 bash train/gpu_full.sh 2>&1 | tee $OUT/log
-# What comes back under $OUT: log, runs.tar (best/ folders + metrics/history, no optimizer state).
+# What comes back under $OUT: log, teacher.tar, baseline.tar, magkd.tar (best/ + metrics/history, no optimizer state).
 # The GPU image has torch/timm/accelerate/pandas but not datasets/gradio/evaluate: the training path imports none.
 set -euo pipefail
 DEV_OUT=${OUT:-/tmp/out}  # the device tool's folder that comes back
 EPOCHS_T=${EPOCHS_T:-30}
 EPOCHS_S=${EPOCHS_S:-40}
-mkdir -p /tmp/data && tar -xf .carry/ham10000.tar -C /tmp/data
+mkdir -p /tmp/data "$DEV_OUT" && tar -xzf .carry/ham10000.tar.gz -C /tmp/data
 export DERMO_PRETRAINED_DIR=$PWD/.carry/weights PYTHONPATH=$PWD
-COMMON="--data_dir /tmp/data/ham10000 --num_workers 16 --img_size 224 --batch_size 128 --lr 1e-3 --seed 0 --progress false --pretrained true --mixed_precision bf16"
+# EXTRA: more flags, appended (later flags win), e.g. the CPU smoke test of this script:
+#   OUT=/tmp/gout EPOCHS_T=1 EPOCHS_S=1 EXTRA="--limit_train 64 --limit_eval 64 --img_size 64 --batch_size 16
+#   --mixed_precision no --num_workers 2" bash train/gpu_full.sh
+COMMON="--data_dir /tmp/data/ham10000 --num_workers 16 --img_size 224 --batch_size 128 --lr 1e-3 --seed 0 --progress false --pretrained true --mixed_precision bf16 ${EXTRA:-}"
 python -m train.train $COMMON --epochs $EPOCHS_T --backbone tf_efficientnet_lite0 --tta true \
   --name dermohelper-teacher --output_dir runs/gpu/teacher
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-baseline \
@@ -27,4 +30,6 @@ if [ "${SEARCH:-0}" = 1 ]; then
     EXTRA="--data_dir /tmp/data/ham10000 --num_workers 16" bash train/gpu_search.sh \
     || echo "search failed; training results kept"
 fi
-tar -cf "$DEV_OUT/runs.tar" --exclude='checkpoints' runs/gpu $( [ -d runs/search/winner ] && echo runs/search/winner )
+# One tar per model: the device tool returns files of at most 16 MiB each (8 files).
+for m in teacher baseline magkd; do tar -cf "$DEV_OUT/$m.tar" --exclude='checkpoints' "runs/gpu/$m"; done
+if [ -d runs/search/winner ]; then tar -cf "$DEV_OUT/search_winner.tar" --exclude='checkpoints' runs/search/winner; fi

@@ -20,7 +20,8 @@ def main(argv=None) -> None:
     out = Path(args.out)
     (out / "weights").mkdir(parents=True, exist_ok=True)
     data = Path(args.data)
-    with tarfile.open(out / "ham10000.tar", "w") as tar:  # JPEGs do not compress: plain tar
+    # gzip: the JPEGs do not shrink, but the 512-byte tar padding of 10,015 small files does (55 -> ~40 MiB)
+    with tarfile.open(out / "ham10000.tar.gz", "w:gz", compresslevel=1) as tar:
         tar.add(data / "metadata.csv", arcname="ham10000/metadata.csv")
         tar.add(data / "images", arcname="ham10000/images")
     from safetensors.torch import save_file

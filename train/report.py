@@ -58,7 +58,7 @@ PUBLISHED = {
 }
 ISSUE3_TARGETS = {"magkd_auroc": 0.94, "magkd_sensitivity": 0.90, "magkd_specificity": 0.80,
                   "distillation_gain": 0.02}
-DEFAULT_NOTE = ("reduced CPU run (train/cpu_reduced.sh: 160 px, 4 epochs, 2 shared CPU cores); the full GPU run "
+DEFAULT_NOTE = ("reduced CPU run (train/cpu_reduced.sh: 128 px, 3 epochs, 2 shared CPU cores); the full GPU run "
                 "is pending")
 
 
@@ -213,7 +213,7 @@ def render_models(rows: list[dict[str, Any]], note: str, n_boot: int, command: s
              "band edges fitted on the validation split; `fitted here` = the folder is not calibrated, so the same "
              "fit was done in memory). Lesion-grouped HAM10000 test split; 95% bootstrap intervals over lesions "
              f"({n_boot} resamples). Full evaluations (plots, subgroups) in `reports/evaluation/<model>-test/`.", "",
-             "| model | format | size MB | AUROC | threshold | sensitivity % | specificity % | ECE before -> after T |"
+             "| model | format | size MB | AUROC | threshold | sensitivity % | specificity % | ECE before -> after calibration (T, b) |"
              " Low: % of malignant / malignancy rate | High: malignancy rate | calibration |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -222,7 +222,7 @@ def render_models(rows: list[dict[str, Any]], note: str, n_boot: int, command: s
         lines.append(f"| {r['title']} | {r['format']} | {r['size_mb']:.1f} | {_ci(m['auroc'], m['auroc_ci'], False)} | "
                      f"{m['threshold']:.4f} | {_ci(m['sensitivity'], m['sensitivity_ci'])} | "
                      f"{_ci(m['specificity'], m['specificity_ci'])} | {m['ece']['before']:.3f} -> "
-                     f"{m['ece']['after']:.3f} (T={m['temperature']:.2f}) | {_pct(lo['share_of_malignant'])} / "
+                     f"{m['ece']['after']:.3f} (T={m['temperature']:.2f}, b={m.get('logit_bias', 0.0):.2f}) | {_pct(lo['share_of_malignant'])} / "
                      f"{_pct(lo['malignant_rate'])} | {_pct(hi['malignant_rate'])} | {r['calibration_source']} |")
     shipped = [r for r in rows if r["name"] == "shipped"]
     lines += ["", "Targets (issue 4, shipped model, test split): ECE after temperature scaling <= 0.03; the Low band "
