@@ -7,7 +7,7 @@ Loads ``--n`` images (random sample, fixed seed) from ``--data`` with
 prints one JSON object with
 
 * ``thresholds``: the defaults in ``dermo.quality``;
-* ``good.percentiles``: p0.1/p1/p5/p50/p95/p99/max of brightness, contrast, sharpness;
+* ``good.percentiles``: p0.1/p1/p5/p50/p95/p99/max of brightness, contrast, sharpness, chroma, flat_fraction;
 * ``good.pass_rate``: fraction passing each check and overall (defaults);
 * ``bad``: for synthetic bad photos made from ``--n-bad`` of those images
   (black, white, tiny 48x36, and Gaussian blur radius 2/4/8 after resizing
@@ -93,13 +93,16 @@ def main(argv=None) -> int:
         "dark": lambda r: r.measures["brightness"] >= quality.DARK,
         "bright": lambda r: r.measures["brightness"] <= quality.BRIGHT,
         "blur": lambda r: r.measures["sharpness"] >= quality.BLUR,
+        "colour": lambda r: r.measures["chroma"] >= quality.MIN_CHROMA,
+        "photo": lambda r: r.measures["flat_fraction"] <= quality.MAX_FLAT,
         "overall": lambda r: r.ok,
     }
     n = len(reports)
     good = {
         "n": n,
         "seconds": round(t_good, 2),
-        "percentiles": {k: _pcts([r.measures[k] for r in reports]) for k in ("brightness", "contrast", "sharpness")},
+        "percentiles": {k: _pcts([r.measures[k] for r in reports]) for k in ("brightness", "contrast", "sharpness",
+                                                                              "chroma", "flat_fraction")},
         "pass_rate": {k: round(sum(map(f, reports)) / n, 4) for k, f in checks.items()},
         "failed": [{"file": files[i].name, "codes": r.codes,
                     "measures": {k: round(v, 1) for k, v in r.measures.items()}}
@@ -121,7 +124,8 @@ def main(argv=None) -> int:
     out = {
         "data": str(args.data),
         "thresholds": {"min_side": quality.MIN_SIDE, "dark": quality.DARK, "bright": quality.BRIGHT,
-                       "blur": quality.BLUR, "analysis_side": quality.ANALYSIS_SIDE},
+                       "blur": quality.BLUR, "min_chroma": quality.MIN_CHROMA, "max_flat": quality.MAX_FLAT,
+                       "analysis_side": quality.ANALYSIS_SIDE},
         "good": good,
         "bad": bad,
     }

@@ -56,12 +56,6 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def softmax(z: np.ndarray, axis: int = -1) -> np.ndarray:
-    z = z - z.max(axis=axis, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=axis, keepdims=True)
-
-
 def band_of(p: float, low: float, high: float) -> str:
     return "high" if p >= high else "low" if p < low else "medium"
 

@@ -16,7 +16,18 @@ too_small      min(width, height) < ``min_side``            64 px
 too_dark       brightness < ``dark``                        :data:`DARK` = 30
 too_bright     brightness > ``bright``                      :data:`BRIGHT` = 235
 blurry         sharpness < ``blur``                         :data:`BLUR` = 2.0
+no_colour      chroma < ``min_chroma``                      :data:`MIN_CHROMA` = 3.0
+not_photo      flat_fraction > ``max_flat``                 :data:`MAX_FLAT` = 0.2
 =============  ===========================================  =====================
+
+``flat_fraction`` is the share of pixels of a 128 x 96 thumbnail that have exactly the most common RGB value. A
+camera photo has sensor noise and JPEG texture everywhere (HAM10000: at most 0.10, 99th percentile 0.02); text,
+screenshots, logos and drawings have large areas of one exact colour (0.24-0.71 in benchmarks/quality_gate.py).
+
+``chroma`` is the mean of max(R, G, B) - min(R, G, B) over a 64 x 48 thumbnail (0 for a grey image). Every one of
+the 10,015 HAM10000 images has chroma >= 5.2 (median 52.7); black-and-white photos, scans of text, grey noise and
+checkerboards have 0. The model judges colour, so a grey photo is asked to be retaken in colour. Both HAM figures:
+``python benchmarks/quality_thresholds.py --n 10015`` (reports/quality_thresholds.json).
 
 A too-small image is only reported as too small, and a too-dark/too-bright
 image is not also reported as blurry: the other measures are meaningless
@@ -80,6 +91,8 @@ from PIL import Image
 __all__ = [
     "ANALYSIS_SIDE",
     "BLUR",
+    "MIN_CHROMA",
+    "MAX_FLAT",
     "BRIGHT",
     "DARK",
     "MESSAGES",
@@ -101,6 +114,10 @@ DARK = 30.0
 BRIGHT = 235.0
 #: Default minimum variance of the Laplacian (at ANALYSIS_SIDE).
 BLUR = 2.0
+#: Default minimum mean channel spread max(RGB) - min(RGB) (0..255) of a 64 x 48 thumbnail.
+MIN_CHROMA = 3.0
+#: Default maximum share of a thumbnail's pixels that have exactly its most common colour.
+MAX_FLAT = 0.2
 
 #: User-facing sentences per code ({placeholders} filled from the measures).
 MESSAGES = {
@@ -113,6 +130,9 @@ MESSAGES = {
         "The photo is too bright (overexposed): retake it without flash glare or direct sunlight on the skin."
     ),
     "blurry": "The photo is blurry: hold the camera steady, let it focus on the lesion and retake it.",
+    "no_colour": "The photo has no colour (black and white): DermoHelper needs a colour photo of the skin; "
+                 "retake it in colour.",
+    "not_photo": "This looks like a graphic, text or a screenshot, not a photo: upload a photo of the skin lesion.",
 }
 
 
@@ -159,6 +179,17 @@ def _laplacian_var(a: np.ndarray) -> float:
     return float(lap.astype(np.float64).var())
 
 
+def _chroma(img: Image.Image) -> float:
+    rgb = np.asarray(img.convert("RGB").resize((64, 48), Image.Resampling.BILINEAR), dtype=np.float32)
+    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean(dtype=np.float64))
+
+
+def _flat_fraction(img: Image.Image) -> float:
+    rgb = np.asarray(img.convert("RGB").resize((128, 96), Image.Resampling.BILINEAR))
+    packed = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    return float(np.unique(packed, return_counts=True)[1].max() / packed.size)
+
+
 def measure(img: Image.Image) -> dict[str, float]:
     """The measures used by :func:`check_quality` (see the module docstring)."""
     a = _analysis_grey(img)
@@ -166,6 +197,8 @@ def measure(img: Image.Image) -> dict[str, float]:
         "brightness": float(a.mean(dtype=np.float64)),
         "contrast": float(a.std(dtype=np.float64)),
         "sharpness": _laplacian_var(a),
+        "chroma": _chroma(img),
+        "flat_fraction": _flat_fraction(img),
         "width": img.width,
         "height": img.height,
     }
@@ -178,6 +211,8 @@ def check_quality(
     dark: float = DARK,
     bright: float = BRIGHT,
     blur: float = BLUR,
+    min_chroma: float = MIN_CHROMA,
+    max_flat: float = MAX_FLAT,
     extra_checks: Iterable[Callable[[Image.Image, QualityReport], None]] = (),
 ) -> QualityReport:
     """Judge whether ``img`` (RGB, from ``load_image``) is good enough to analyse.
@@ -202,6 +237,10 @@ def check_quality(
             exposure_ok = False
         if exposure_ok and m["sharpness"] < blur:
             report.add_issue("blurry", MESSAGES["blurry"])
+        elif exposure_ok and m["chroma"] < min_chroma:
+            report.add_issue("no_colour", MESSAGES["no_colour"])
+        elif exposure_ok and m["flat_fraction"] > max_flat:
+            report.add_issue("not_photo", MESSAGES["not_photo"])
     for check in extra_checks:
         check(img, report)
     if not report.ok:

@@ -112,12 +112,25 @@ def test_thresholds_are_parameters():
     assert check_quality(img, dark=m["brightness"] + 1).codes == ["too_dark"]
     assert check_quality(img, bright=m["brightness"] - 1).codes == ["too_bright"]
     assert check_quality(img, blur=m["sharpness"] + 1).codes == ["blurry"]
+    assert check_quality(img, min_chroma=m["chroma"] + 1).codes == ["no_colour"]
+    assert check_quality(img, max_flat=m["flat_fraction"] / 2).codes == ["not_photo"]
+
+
+def test_text_graphic_is_not_a_photo():
+    from PIL import ImageDraw
+
+    im = Image.new("RGB", (400, 300), (235, 205, 190))  # skin-coloured background, dark text
+    d = ImageDraw.Draw(im)
+    for y in range(0, 300, 24):
+        d.text((10, y), "Invoice 2024-117 total 42.00 EUR", fill=(40, 30, 30))
+    r = check_quality(im)
+    assert r.codes == ["not_photo"] and r.measures["flat_fraction"] > quality.MAX_FLAT
 
 
 def test_measures_and_resolution_independence():
     img = synthetic_lesion(200, 150)
     m = measure(img)
-    assert set(m) == {"brightness", "contrast", "sharpness", "width", "height"}
+    assert set(m) == {"brightness", "contrast", "sharpness", "chroma", "flat_fraction", "width", "height"}
     assert 0 <= m["brightness"] <= 255 and m["contrast"] > 0
     for f in (2, 4):
         m2 = measure(img.resize((200 * f, 150 * f), Image.Resampling.LANCZOS))
@@ -135,7 +148,9 @@ def test_does_not_mutate_image():
 
 
 def test_non_rgb_input_is_accepted():
-    assert check_quality(synthetic_lesion().convert("L")).ok
+    # a grey photo is analysable but has no colour: it is asked to be retaken in colour
+    assert check_quality(synthetic_lesion().convert("L")).codes == ["no_colour"]
+    assert check_quality(synthetic_lesion().convert("L").convert("RGB")).codes == ["no_colour"]
     assert check_quality(synthetic_lesion().convert("RGBA")).ok
 
 
