@@ -199,7 +199,7 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
         (tr_x, tr_y), (va_x, va_y) = data["train"], data["validation"]  # noqa: N806
         tr_y, va_y = np.asarray(tr_y), np.asarray(va_y)
     dev = accelerator.device
-    tr_x, tr_y_t = tr_x.to(dev), torch.as_tensor(tr_y, dtype=torch.long, device=dev)
+    tr_x, tr_y_t = tr_x.to(dev), torch.tensor(np.asarray(tr_y), dtype=torch.long, device=dev)
     va_x = va_x.to(dev)
     logger.info("train %d images, validation %d images, device %s", len(tr_x), len(va_x), dev)
 

@@ -6,12 +6,11 @@ model when dermo/assets holds one (so the screenshot shows the shipped model), e
 """
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.test_app import ROOT, free_port, start_app, wait_ready
+from tests.test_app import ROOT, free_port, start_app, stop_app, wait_ready
 from tests.test_ood import make_tiny_model
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -62,9 +61,5 @@ def test_upload_shows_band_and_heatmap(tmp_path, tiny_data):
             finally:
                 browser.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_app(proc)
     assert SCREENSHOT.read_bytes()[:4] == b"\x89PNG"
