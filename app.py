@@ -35,7 +35,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dermo.imageio import ImageError, load_image  # noqa: E402
-from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor  # noqa: E402
+from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, format_probability  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
 from dermo.report_card import BAND_COLORS, overlay_attention, render_report  # noqa: E402
@@ -138,7 +138,7 @@ def _band_html(result: dict[str, Any]) -> str:
     return (f"<div class='dh-card' style='border-color:{BAND_COLORS[band]}'>"
             f"<h2 id='dh-band' style='color:{BAND_COLORS[band]}'>{band.capitalize()} risk</h2>"
             f"<p>{result['band_text']}</p>"
-            f"<p><b>Estimated probability that this lesion is malignant: {100 * result['probability']:.1f}%</b> "
+            f"<p><b>Estimated probability that this lesion is malignant: {format_probability(result['probability'])}</b> "
             f"({CALIBRATION_NOTE}; Low below {100 * low:.0f}%, High from {100 * high:.0f}%). "
             "It is the model's estimate for lesions like those in its training data, not a certainty.</p></div>")
 

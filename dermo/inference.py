@@ -56,6 +56,15 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def format_probability(p: float) -> str:
+    """A probability as people read it: one decimal, and never a flat "0.0%" or "100.0%" the model cannot promise."""
+    if p < 0.001:
+        return "<0.1%"
+    if p > 0.999:
+        return ">99.9%"
+    return f"{100 * p:.1f}%"
+
+
 def band_of(p: float, low: float, high: float) -> str:
     return "high" if p >= high else "low" if p < low else "medium"
 

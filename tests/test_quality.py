@@ -185,3 +185,4 @@ def test_real_dermoscopic_images_heavily_blurred_fail():
     for img in _ham(5):
         r = check_quality(heavy_blur(img))
         assert r.codes == ["blurry"], r.measures
+
