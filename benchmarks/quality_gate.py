@@ -29,7 +29,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dermo.config import DEFAULT_DATA_DIR, DEFAULT_MANIFEST  # noqa: E402
-from dermo.data import normalize, resize  # noqa: E402
 from dermo.imageio import load_image  # noqa: E402
 from dermo.inference import Predictor  # noqa: E402
 from dermo.ood import check_ood, load_ood, split_paths  # noqa: E402
@@ -107,13 +106,11 @@ def run_gate(predictor: Predictor, ood, images, batch_size: int = 32) -> list[di
     """Per image: {"ok", "codes", "ood_score"} through the app's gate (batched forward for speed)."""
     results: list[dict] = [None] * len(images)  # type: ignore[list-item]
     pending: list[tuple[int, Image.Image, object]] = []
-    c = predictor.config
 
     def flush() -> None:
         if not pending:
             return
-        x = normalize(np.stack([resize(im, c.img_size) for _, im, _ in pending]), c.mean, c.std)
-        _, _, emb = predictor.forward(x)
+        _, _, emb = predictor.forward(predictor.preprocess([im for _, im, _ in pending]))
         for j, (i, _, rep) in enumerate(pending):
             score = check_ood(ood, None if emb is None else emb[j], rep)
             results[i] = {"ok": rep.ok, "codes": list(rep.codes), "ood_score": score}

@@ -291,7 +291,7 @@ def probabilities(logits: np.ndarray, cfg: ModelConfig) -> np.ndarray:
     """Calibrated P(malignant), exactly as ``Predictor`` computes it."""
     from .metrics import apply_temperature
 
-    return apply_temperature(logits, cfg.temperature, getattr(cfg, "logit_bias", 0.0))
+    return apply_temperature(logits, cfg.temperature, cfg.logit_bias)
 
 
 def score_variant(logits: np.ndarray, ref_logits: np.ndarray, y: np.ndarray, cfg: ModelConfig) -> dict[str, Any]:

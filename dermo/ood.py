@@ -163,14 +163,9 @@ def check_ood(detector: OODDetector | None, embedding: np.ndarray | None, report
 # ---------------------------------------------------------------------------------------------------- embeddings
 def embed_images(predictor, images: Sequence[Any], batch_size: int = 64) -> np.ndarray:
     """(N, C) embeddings of image paths / PIL images through ``predictor`` (one preprocessing, one forward)."""
-    from .data import normalize, resize
-    from .imageio import load_image
-
-    c = predictor.config
     out = []
     for i in range(0, len(images), batch_size):
-        arr = np.stack([resize(load_image(im), c.img_size) for im in images[i:i + batch_size]])
-        _, _, emb = predictor.forward(normalize(arr, c.mean, c.std))
+        _, _, emb = predictor.forward(predictor.preprocess(images[i:i + batch_size]))
         if emb is None:
             raise ValueError(f"model {predictor.model_dir} has no 'embedding' output; re-export it with the "
                              "embedding output (dermo.export) to use the OOD check")

@@ -20,9 +20,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
-import numpy as np
 
-from .data import normalize, resize
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +55,7 @@ def predict_files(predictor, files: Iterable[str | Path], batch_size: int = 32) 
     def flush(batch: list[tuple[dict[str, Any], Any]]) -> Iterator[dict[str, Any]]:
         if not batch:
             return
-        x = normalize(np.stack([resize(img, cfg.img_size) for _, img in batch]), cfg.mean, cfg.std)
-        probs = predictor.probabilities(predictor.forward(x)[0])
+        probs = predictor.probabilities(predictor.forward(predictor.preprocess([img for _, img in batch]))[0])
         for (row, _), prob in zip(batch, probs):
             yield {"file": row["file"], "probability": round(float(prob), 6),
                    "band": band_of(float(prob), cfg.band_low, cfg.band_high), "quality": row["quality"]}
