@@ -105,6 +105,8 @@ class TrainConfig:
     resume: str = ""  # path to a checkpoint folder written by save_state, or "latest"
     save_every_steps: int = 0  # >0: also checkpoint mid-epoch every N steps
     progress: bool = True
+    freeze_backbone: bool = False  # train only the head on cached backbone features (dermo.probe)
+    feature_cache: str = ""  # freeze_backbone: folder for the cached features ("" = <output_dir>/features)
 
     def __post_init__(self) -> None:
         self.class_weights = tuple(float(w) for w in self.class_weights)
@@ -127,8 +129,15 @@ class DistillConfig:
     beta: float = 0.3
     gamma: float = 0.3
     kd_temperature: float = 5.0
+    # "" = the teacher runs on every augmented batch; "memory" = its outputs on the un-augmented training images are
+    # computed once and the attention maps are warped with each batch's augmentation (logits are reused as they are:
+    # a lesion's class does not change under rotation or flips); a path ending in .pt = the same, read from / written
+    # to that file (how a teacher that cannot travel, e.g. too big to carry, still teaches on another machine)
+    teacher_cache: str = ""
 
     def __post_init__(self) -> None:
+        _check(self.teacher_cache in ("", "memory") or self.teacher_cache.endswith(".pt"),
+               f"teacher_cache={self.teacher_cache!r}: use '', 'memory' or a path ending in .pt")
         _check(min(self.alpha, self.beta, self.gamma) >= 0, "alpha, beta and gamma must be >= 0")
         _check(self.alpha + self.beta + self.gamma > 0, "alpha + beta + gamma must be > 0")
         _check(self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0")

@@ -210,11 +210,13 @@ def decode_images(paths: Iterable[str], size: int, num_workers: int = 2) -> np.n
 
 
 # ----------------------------------------------------------------------------------------------------- augmentation
-def augment_batch(x: "torch.Tensor", generator: "torch.Generator | None" = None) -> "torch.Tensor":
+def augment_batch(x: "torch.Tensor", generator: "torch.Generator | None" = None, return_theta: bool = False):
     """Training augmentation on a float batch (B, 3, H, W) in [0, 1], on whatever device it lives on.
 
     Dermoscopy has no canonical orientation: random flips, 90-degree-free rotation, scale 0.85-1.15 and small
     translation through one ``affine_grid`` (reflection padding), then brightness/contrast/saturation jitter.
+    With ``return_theta`` also returns the (B, 2, 3) affine matrices, so that cached spatial maps of the
+    un-augmented images (teacher attention) can be warped the same way (``dermo.losses.warp_attention``).
     """
     import math
 
@@ -239,7 +241,8 @@ def augment_batch(x: "torch.Tensor", generator: "torch.Generator | None" = None)
     x = (x - mean) * u(0.8, 1.2).view(b, 1, 1, 1) + mean * u(0.8, 1.2).view(b, 1, 1, 1)
     grey = x.mean(dim=1, keepdim=True)
     x = grey + (x - grey) * u(0.8, 1.2).view(b, 1, 1, 1)
-    return x.clamp_(0.0, 1.0)
+    x = x.clamp_(0.0, 1.0)
+    return (x, theta) if return_theta else x
 
 
 def main() -> None:  # pragma: no cover - thin CLI

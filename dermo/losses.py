@@ -49,6 +49,16 @@ def resize_attention(att: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return x / x.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
 
 
+def warp_attention(att: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Apply the augmentation's affine matrices (B, 2, 3) (``augment_batch(..., return_theta=True)``) to attention
+    maps (B, h, w) of the un-augmented images: the same ``affine_grid`` / reflection ``grid_sample`` that moved the
+    pixels, so a cached teacher map follows the rotated, flipped, scaled image. Renormalised to sum to 1."""
+    x = att.unsqueeze(1).float()
+    grid = F.affine_grid(theta.float(), list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False).squeeze(1)
+    return x / x.sum(dim=(1, 2), keepdim=True).clamp_min(1e-12)
+
+
 def attention_loss(student_att: torch.Tensor, teacher_att: torch.Tensor) -> torch.Tensor:
     """MSE between the student's map (B, h, w) and the teacher's map resized to (h, w) (7x7 for a 224 px student).
 

@@ -40,7 +40,10 @@ class LesionClassifier(
         import timm
 
         self.config = config  # the same object the Hub mixin writes to config.json
-        self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0, global_pool="")
+        kwargs = {}
+        if timm.models.is_model_in_modules(config.backbone, ["vision_transformer"]):
+            kwargs["img_size"] = config.img_size  # position embedding sized for the grid we train and serve at
+        self.backbone = timm.create_model(config.backbone, pretrained=False, num_classes=0, global_pool="", **kwargs)
         self.num_prefix_tokens = int(getattr(self.backbone, "num_prefix_tokens", 0))
         c = self.backbone.num_features
         self.attn = nn.Conv2d(c, 1, kernel_size=1)
@@ -72,13 +75,13 @@ class LesionClassifier(
 
 
 def create_model(config: ModelConfig, pretrained: bool = False) -> LesionClassifier:
-    """Build a classifier; ``pretrained`` loads ImageNet weights from the pip packages of ``dermo.pretrained``."""
+    """Build a classifier; ``pretrained`` loads the backbone weights from the pip packages of ``dermo.pretrained``."""
     model = LesionClassifier(config)
     if pretrained:
         from .pretrained import load_pretrained
 
         load_pretrained(model.backbone, config.backbone)
-        logger.info("loaded ImageNet weights into %s", config.backbone)
+        logger.info("loaded pretrained weights into %s", config.backbone)
     return model
 
 

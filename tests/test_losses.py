@@ -57,3 +57,41 @@ def test_mag_kd_weighted_sum_and_terms():
     assert terms.loss.item() == pytest.approx(expected.item(), rel=1e-6)
     plain = mag_kd_loss(s, sa, y)
     assert plain.kd.item() == 0 and plain.att.item() == 0 and plain.loss.item() == plain.cls.item()
+
+
+def test_warp_attention_follows_flips_and_quarter_turns():
+    import math
+
+    from dermo.losses import warp_attention
+
+    torch.manual_seed(0)
+    att = torch.softmax(torch.randn(3, 7 * 7), 1).view(3, 7, 7)
+
+    def theta(angle: float, flip: float) -> torch.Tensor:
+        c, s = math.cos(angle), math.sin(angle)
+        return torch.tensor([[c * flip, -s, 0.0], [s * flip, c, 0.0]]).expand(3, 2, 3)
+
+    torch.testing.assert_close(warp_attention(att, theta(0.0, 1.0)), att)
+    torch.testing.assert_close(warp_attention(att, theta(0.0, -1.0)), att.flip(-1))
+    quarter = warp_attention(att, theta(math.pi / 2, 1.0))
+    assert any(torch.allclose(quarter, att.rot90(k, (1, 2)), atol=1e-5) for k in (1, 3))
+    assert torch.allclose(quarter.sum((1, 2)), torch.ones(3))
+
+
+def test_augment_batch_theta_moves_pixels_like_warp_attention():
+    """The matrices returned by augment_batch are the ones that moved the pixels: a map warped with them lands
+    where the augmented image's content went (colour jitter aside, which is a per-image affine of intensities)."""
+    from dermo.data import augment_batch
+    from dermo.losses import warp_attention
+
+    torch.manual_seed(1)
+    m = torch.zeros(4, 16, 16)
+    m[:, 2:6, 3:9] = 1.0  # an off-centre blob
+    m = m + 0.05
+    x = m.unsqueeze(1).expand(4, 3, 16, 16).contiguous() * 0.5  # grey image, far from clipping
+    y, theta = augment_batch(x, torch.Generator().manual_seed(3), return_theta=True)
+    warped = warp_attention(m / m.sum((1, 2), keepdim=True), theta)
+    g = y.mean(1)  # grey stays grey; jitter is a*pixel + b per image
+    for i in range(4):
+        r = torch.corrcoef(torch.stack([g[i].flatten(), warped[i].flatten()]))[0, 1]
+        assert r > 0.99, (i, float(r))

@@ -85,3 +85,45 @@ def test_ensemble_teacher_outputs_average_members():
     lb, _ = teacher_outputs([b], x)
     assert torch.allclose(l2, (la + lb) / 2, atol=1e-6)
     assert a2.shape == aa.shape and torch.allclose(a2.sum((1, 2)), torch.ones(2), atol=1e-5)
+
+
+def test_cached_teacher_outputs_memory_and_file(tiny_data, tiny_manifest, tmp_path):
+    """teacher_cache: the teacher runs once per training image (not once per step), its maps follow the augmentation,
+    and a .pt cache lets a student train where the teacher folder is absent."""
+    import shutil
+
+    from dermo import models as Mo
+
+    run(tiny_cfg(tiny_data, tiny_manifest, tmp_path / "teacher", epochs=1))
+    teacher = str(tmp_path / "teacher" / "best")
+    calls = {"n": 0}
+    orig = Mo.LesionClassifier.forward
+
+    def counting(self, x):
+        if self.config.img_size == 64 and not self.training:
+            calls["n"] += x.shape[0]
+        return orig(self, x)
+
+    cfg = tiny_cfg(tiny_data, tiny_manifest, tmp_path / "s_mem", img_size=48, teacher=teacher, epochs=2,
+                   teacher_cache="memory")
+    Mo.LesionClassifier.forward = counting
+    try:
+        mem = run(cfg)
+    finally:
+        Mo.LesionClassifier.forward = orig
+    n_train = len(__import__("dermo.data", fromlist=["load_split"]).load_split(str(tiny_data), "train",
+                                                                                 str(tiny_manifest)))
+    assert calls["n"] == n_train  # once per image for two epochs, not once per batch per epoch
+    hist = json.loads((tmp_path / "s_mem" / "history.json").read_text())
+    assert all(h["train_kd"] > 0 and h["train_att"] > 0 for h in hist) and mem["epochs_run"] == 2
+
+    cache = tmp_path / "cache" / "teacher.pt"
+    run(cfg.override(output_dir=str(tmp_path / "s_file"), teacher_cache=str(cache), epochs=1))
+    assert cache.is_file()
+    shutil.rmtree(tmp_path / "teacher")  # the teacher is gone: its outputs on disk still teach
+    again = run(cfg.override(output_dir=str(tmp_path / "s_file2"), teacher_cache=str(cache), epochs=1))
+    assert again["epochs_run"] == 1
+    with pytest.raises(ValueError, match="other training images"):
+        run(cfg.override(output_dir=str(tmp_path / "s_bad"), teacher_cache=str(cache), limit_train=8))
+    with pytest.raises(ValueError, match="teacher_cache"):
+        RunConfig().override(teacher_cache="teacher.npz")

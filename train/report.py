@@ -80,6 +80,8 @@ def run_info(run_dir: Path) -> dict[str, Any]:
             "epochs_run": met.get("epochs_run", len(hist) or None), "best_epoch": met.get("best_epoch"),
             "pretrained": train.get("pretrained"), "batch_size": train.get("batch_size"), "lr": train.get("lr"),
             "seed": train.get("seed"), "tta": bool(train.get("tta", False)),
+            "freeze_backbone": bool(train.get("freeze_backbone", False)),
+            "teacher_cache": distill.get("teacher_cache") or None,
             "distill": ({k: distill[k] for k in ("teacher", "alpha", "beta", "gamma", "kd_temperature")}
                         if distill.get("teacher") else None),
             "train_img_per_s": img_s, "train_minutes": None if secs is None else secs / 60.0,
@@ -118,6 +120,13 @@ def _ci(v, ci, pct: bool = True) -> str:
     return f(v) + (f" [{f(ci[0])}, {f(ci[1])}]" if ci else "")
 
 
+def _init_label(backbone: str | None) -> str:
+    from dermo.pretrained import PRETRAINED_SOURCES
+
+    src = PRETRAINED_SOURCES.get(backbone or "")
+    return src.label if src else "ImageNet"
+
+
 def render_training(report: dict[str, Any]) -> str:
     models = report["models"]
     lines = ["# Training report", "",
@@ -150,7 +159,11 @@ def render_training(report: dict[str, Any]) -> str:
         dist = "-" if not i["distill"] else (f"from {Path(i['distill']['teacher']).parent.name}: alpha/beta/gamma "
                                              f"{i['distill']['alpha']}/{i['distill']['beta']}/{i['distill']['gamma']},"
                                              f" T={i['distill']['kd_temperature']}")
-        init = {True: "ImageNet", False: "scratch"}.get(m["run"]["pretrained"], "n/a")
+        init = {True: _init_label(m["run"]["backbone"]), False: "scratch"}.get(m["run"]["pretrained"], "n/a")
+        if m["run"].get("freeze_backbone"):
+            init += ", frozen (head trained on cached features)"
+        if m["run"].get("teacher_cache") and i["distill"]:
+            dist += " (teacher outputs cached, maps warped with the augmentation)"
         lines.append(f"| {m['title']} | {i['backbone']} | {init} | "
                      f"{i['img_size']} | {i['epochs_run']} ({i['best_epoch']}) | {i['batch_size']} | {i['lr']} | "
                      f"{dist} | "
