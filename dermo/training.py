@@ -107,6 +107,20 @@ def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor, image_i
     return logits.to(device), att.to(device)
 
 
+def write_teacher_cache(cfg: RunConfig, images: torch.Tensor, image_ids: list, device=None) -> Path:
+    """Run ``cfg.distill.teacher`` once over the training images and write ``cfg.distill.teacher_cache`` (a .pt
+    path); kept as is when it already holds these images. The search calls this once for all its trials."""
+    path = Path(cfg.distill.teacher_cache)
+    if path.suffix != ".pt":
+        raise ValueError(f"teacher_cache={cfg.distill.teacher_cache!r} is not a .pt file")
+    device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    teachers = [] if path.is_file() else [
+        load_model(p.strip()).eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
+        for p in cfg.distill.teacher.split(",") if p.strip()]
+    cached_teacher(cfg, teachers, images, image_ids, device)
+    return path
+
+
 def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: torch.Tensor, labels: torch.Tensor,
                     cfg: RunConfig, epoch: int, start_step: int = 0, on_step=None,
                     teacher_cache: tuple[torch.Tensor, torch.Tensor] | None = None) -> dict[str, float]:

@@ -95,6 +95,11 @@ def test_search_end_to_end(tmp_path, tiny_data, tiny_manifest, teacher_dir):
             final[key]["validation"]["specificity"]))
     assert final["winner"]["overrides"] == trials[winner]["overrides"]
     assert final["ship"] in ("winner", "untuned")
+    # the teacher ran once for the whole search; every trial distilled from its saved outputs
+    assert (out / "teacher_outputs.pt").is_file() and saved["timing"]["teacher_outputs_s"] >= 0
+    assert saved["base_config"]["distill"]["teacher_cache"] == str(out / "teacher_outputs.pt")
+    hist = json.loads((out / "trials" / winner / "history.json").read_text())
+    assert all(h["train_kd"] > 0 and h["train_att"] > 0 for h in hist)
     model = load_model(final["winner"]["model_dir"])  # strict round trip of the winner's folder
     assert model.config.img_size == SIZE and str(out / "winner") in final["winner"]["model_dir"]
     assert rep["timing"]["trial_epochs"] == 4 * 1 + 2 * 1

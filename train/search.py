@@ -10,7 +10,9 @@ then retrained from scratch for ``--final-epochs`` next to the untuned MAG-KD st
 gamma, lr, batch size and class weights as given on the command line or their defaults), and both are evaluated once
 on the test split at their validation operating point.
 
-Data are decoded once; ``--concurrency N`` runs N trials at once in N worker processes that each hold the decoded
+Data are decoded once, and the teacher runs once over the training images: its logits and attention maps go to
+``OUT/teacher_outputs.pt`` (``distill.teacher_cache``), which every trial reads, warping the maps with each batch's
+augmentation, so no trial runs the teacher. ``--concurrency N`` runs N trials at once in N worker processes that each hold the decoded
 tensors on the device (small batches leave a GPU mostly idle). Every finished trial is appended to
 ``OUT/trials.jsonl`` and the report is rewritten, so a killed search keeps its trials and the same command resumes it
 (finished trials are reused, an interrupted one continues from its last epoch checkpoint).
@@ -111,9 +113,10 @@ def load_data(cfg: RunConfig, with_test: bool = True) -> dict[str, tuple]:
     if cfg.distill.teacher:
         size = max(size, load_model(cfg.distill.teacher).config.img_size)
     out: dict[str, tuple] = {}
-    tr_x, tr_y, _ = load_arrays(cfg, "train", size, cfg.data.limit_train)
+    tr_x, tr_y, tr_df = load_arrays(cfg, "train", size, cfg.data.limit_train)
     va_x, va_y, _ = load_arrays(cfg, "validation", cfg.model.img_size, cfg.data.limit_eval)
     out["train"], out["validation"] = (tr_x, tr_y), (va_x, va_y)
+    out["train_ids"] = tr_df["image_id"].tolist()
     if with_test:
         te_x, te_y, te_df = load_arrays(cfg, "test", cfg.model.img_size, cfg.data.limit_eval)
         out["test"] = (te_x, te_y)
@@ -127,7 +130,10 @@ def _device() -> torch.device:
 
 def _on_device(data: dict[str, tuple]) -> dict[str, tuple]:
     dev = _device()
-    return {k: (v[0].to(dev), v[1]) for k, v in data.items() if k in ("train", "validation")}
+    out: dict[str, Any] = {k: (v[0].to(dev), v[1]) for k, v in data.items() if k in ("train", "validation")}
+    if data.get("train_ids") is not None:
+        out["train_ids"] = data["train_ids"]
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------------- jobs
@@ -182,8 +188,11 @@ def _init_worker(cache_dir: str, threads: int) -> None:
     import accelerate  # noqa: F401 - first-trial import cost paid here, outside the trials' wall time
     import dermo.training  # noqa: F401
     c = Path(cache_dir)
-    _WORKER_DATA = _on_device({s: (torch.from_numpy(np.load(c / f"{s}_x.npy")), np.load(c / f"{s}_y.npy"))
-                               for s in ("train", "validation")})
+    data: dict[str, Any] = {s: (torch.from_numpy(np.load(c / f"{s}_x.npy")), np.load(c / f"{s}_y.npy"))
+                            for s in ("train", "validation")}
+    if (c / "train_ids.json").is_file():
+        data["train_ids"] = json.loads((c / "train_ids.json").read_text())
+    _WORKER_DATA = _on_device(data)
 
 
 def _execute_in_worker(job: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +223,8 @@ class Runner:
             for s in ("train", "validation"):
                 np.save(cache_dir / f"{s}_x.npy", data[s][0].numpy())
                 np.save(cache_dir / f"{s}_y.npy", np.asarray(data[s][1]))
+            if data.get("train_ids") is not None:
+                (cache_dir / "train_ids.json").write_text(json.dumps(data["train_ids"]))
             import multiprocessing as mp
 
             threads = max(1, (os.cpu_count() or 1) // concurrency)
@@ -345,6 +356,8 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
     if not base.distill.teacher:
         raise ValueError("the MAG-KD search needs a trained teacher: --teacher runs/.../teacher/best")
     final_epochs = int(final_epochs or rungs[-1])
+    if base.distill.teacher_cache in ("", "memory"):  # the teacher runs once for the whole search, not per trial
+        base = base.override(teacher_cache=str(out / "teacher_outputs.pt"))
     configs = expand_space(space["grid"])
     for ov in configs:  # every configuration must be valid before anything trains
         base.override(**ov)
@@ -360,6 +373,13 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
     if data is None:
         data = load_data(base)
     decode_s += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    if data.get("train_ids") is None:
+        raise ValueError("search data need 'train_ids' (the training image ids the teacher outputs belong to)")
+    from dermo.training import write_teacher_cache
+
+    write_teacher_cache(base, data["train"][0], data["train_ids"])
+    teacher_s = time.perf_counter() - t0
     names = [f"t{i:03d}" for i in range(len(configs))]
     rep: dict[str, Any] = {
         "label": label, "status": "running", "command": command,
@@ -373,7 +393,7 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
                      "img_size": int(data[s][0].shape[1])} for s in ("train", "validation", "test") if s in data},
         "base_config": base.to_dict(), "out": str(out),
         "trials": [{"id": n, "overrides": ov, "rungs": []} for n, ov in zip(names, configs)],
-        "timing": {"decode_s": decode_s},
+        "timing": {"decode_s": decode_s, "teacher_outputs_s": teacher_s},
     }
     by_name = {t["id"]: t for t in rep["trials"]}
 
