@@ -292,6 +292,10 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
     if dc.teacher and dc.teacher_cache:
         t_cache = cached_teacher(cfg, teachers, tr_x, train_ids, dev)
         teachers = []  # free the teacher: its outputs are all the loop needs
+        if data is None and tr_x.shape[1] != cfg.model.img_size:
+            # decoded at the teacher's size for its pass; the student trains on its own decode, exactly as a
+            # student without a teacher does (no resize of a resize)
+            tr_x = load_arrays(cfg, "train", cfg.model.img_size, cfg.data.limit_train)[0].to(dev)
 
     model = create_model(cfg.model, pretrained=tc.pretrained).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
