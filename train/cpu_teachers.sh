@@ -27,3 +27,10 @@ rm -rf $OUT/teacher && cp -r $TEACHER $OUT/teacher
 python -m train.train --img_size 128 --epochs 3 --batch_size 32 --lr 5e-4 --seed 0 --pretrained true \
   --backbone mobilenetv2_100 --name dermohelper-student --teacher $OUT/teacher/best --teacher_cache memory \
   --output_dir $OUT/magkd
+# Test-split report of this experiment (the shipped model is not touched: the MAG-KD student here did not beat the
+# shipped one on validation), and the runs' configs/metrics/histories kept beside the shipped ones.
+python -m train.report --runs $OUT --out reports/cpu_teachers --shipped '' --cache runs/cpu/logits_cache --no-progress \
+  --note "CPU teacher experiment (train/cpu_teachers.sh): tf_efficientnet_lite0 teacher at 160 px for 8 epochs with flip TTA, chosen over a frozen DINOv2 ViT-S/14 probe by validation AUROC; students as in train/cpu_reduced.sh (mobilenetv2_100, 128 px, 3 epochs, seed 0), MAG-KD from the teacher's cached outputs. Not shipped"
+for r in dinov2 lite0_160 magkd; do
+  mkdir -p models/cpu_teachers/$r && cp $OUT/$r/{metrics,history,run_config}.json models/cpu_teachers/$r/
+done
