@@ -429,7 +429,9 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
             eval_results.append(EvalResult(task_type="image-classification", dataset_type=n, dataset_name=n,
                                            metric_type="roc_auc", metric_value=round(float(m["auroc"]), 4),
                                            metric_name="AUROC (external set)"))
-    data = ModelCardData(license=LICENSE_ID, library_name="dermohelper", tags=list(MODEL_TAGS),
+    distilled = bool(((info.run_config or {}).get("distill") or {}).get("teacher"))
+    tags = [t for t in MODEL_TAGS if distilled or t != "knowledge-distillation"]
+    data = ModelCardData(license=LICENSE_ID, library_name="dermohelper", tags=tags,
                          datasets=[dataset_id], metrics=list(HUB_METRICS), pipeline_tag="image-classification",
                          model_name=model_name, eval_results=eval_results or None)
 
