@@ -19,8 +19,11 @@ export DERMO_PRETRAINED_DIR=$PWD/.carry/weights PYTHONPATH=$PWD
 #   OUT=/tmp/gout EPOCHS_T=1 EPOCHS_S=1 EXTRA="--limit_train 64 --limit_eval 64 --img_size 64 --batch_size 16
 #   --mixed_precision no --num_workers 2" bash train/gpu_full.sh
 COMMON="--data_dir /tmp/data/ham10000 --num_workers 16 --img_size 224 --batch_size 128 --lr 1e-3 --seed 0 --progress false --pretrained true --mixed_precision bf16 ${EXTRA:-}"
-python -m train.train $COMMON --epochs $EPOCHS_T --backbone tf_efficientnet_lite0 --tta true \
-  --name dermohelper-teacher --output_dir runs/gpu/teacher
+# TEACHER_BACKBONE / TEACHER_SIZE pick a bigger teacher, e.g. tf_efficientnet_lite2 at 260 px (pack it first:
+# python -m train.pack_carry --models tf_efficientnet_lite0 tf_efficientnet_lite2 mobilenetv2_100: 60 MiB with the dataset, under the 64 MiB carry).
+# On CPU a longer, larger Lite0 teacher was the one that got above the students (reports/cpu_teachers/).
+python -m train.train $COMMON --epochs $EPOCHS_T --backbone ${TEACHER_BACKBONE:-tf_efficientnet_lite0} --tta true \
+  --name dermohelper-teacher --output_dir runs/gpu/teacher ${TEACHER_SIZE:+--img_size $TEACHER_SIZE}
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-baseline \
   --output_dir runs/gpu/baseline
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student \
