@@ -36,20 +36,20 @@ def extract_features(model: LesionClassifier, images: torch.Tensor, batch_size: 
     """fp16 feature maps (N, C, h, w) of uint8 images (N, S, S, 3) already at ``model.config.img_size``."""
     from tqdm.auto import tqdm
 
+    from .training import _normalize
+
     c = model.config
-    mean = torch.tensor(c.mean).view(1, 3, 1, 1)
-    std = torch.tensor(c.std).view(1, 3, 1, 1)
     model.eval()
     out = []
     for i in tqdm(range(0, len(images), batch_size), desc="features", disable=not progress):
         x = images[i:i + batch_size].permute(0, 3, 1, 2).float().div_(255)
-        out.append(model.forward_features((x - mean) / std).half())
+        out.append(model.forward_features(_normalize(x, c.mean, c.std)).half())
     return torch.cat(out)
 
 
 def cached_features(model: LesionClassifier, cfg: RunConfig, split: str, cache_dir: Path | None,
-                    limit: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """Features and labels of one split, from ``cache_dir/<split>.pt`` when it was made by the same backbone
+                    limit: int = 0) -> tuple[torch.Tensor, np.ndarray, list]:
+    """Features, labels and image ids of one split, from ``cache_dir/<split>.pt`` when it was made by the same backbone
     weights, image size and image list; otherwise computed (and written there)."""
     from .data import decode_images, load_split
 
@@ -63,7 +63,7 @@ def cached_features(model: LesionClassifier, cfg: RunConfig, split: str, cache_d
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if blob.get("key") == key:
             logger.info("features of %s from %s", split, path)
-            return blob["features"], labels
+            return blob["features"], labels, ids
         logger.info("feature cache %s was made for other data or settings: recomputing", path)
     imgs = torch.from_numpy(decode_images(df["path"], cfg.model.img_size, cfg.data.num_workers))
     t0 = time.perf_counter()
@@ -72,26 +72,22 @@ def cached_features(model: LesionClassifier, cfg: RunConfig, split: str, cache_d
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"key": key, "features": feats}, path)
-    return feats, labels
+    return feats, labels, ids
 
 
-def _train_ids(cfg: RunConfig) -> list:
-    from .data import load_split
-
-    return load_split(cfg.data.data_dir, "train", cfg.data.manifest, limit=cfg.data.limit_train)["image_id"].tolist()
-
-
-def _head_logits(model: LesionClassifier, feats: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+@torch.no_grad()
+def _head_outputs(model: LesionClassifier, feats: torch.Tensor, batch_size: int = 512) -> tuple[torch.Tensor,
+                                                                                                 torch.Tensor]:
+    """(logits, attention) of the head on cached feature maps, in fp32."""
     model.eval()
-    with torch.no_grad():
-        return torch.cat([model.forward_head(feats[i:i + batch_size].float()).logits.float()
-                          for i in range(0, len(feats), batch_size)])
+    outs = [model.forward_head(feats[i:i + batch_size].float()) for i in range(0, len(feats), batch_size)]
+    return torch.cat([o.logits for o in outs]).float(), torch.cat([o.attention for o in outs]).float()
 
 
 def run_probe(cfg: RunConfig) -> dict[str, Any]:
     """Train the head of ``cfg.model.backbone`` on cached features; same outputs and result keys as
     ``dermo.training.run`` (``best/``, ``run_config.json``, ``history.json``, ``metrics.json``)."""
-    from .training import validation_metrics
+    from .training import save_teacher_outputs, validation_metrics
 
     tc = cfg.train
     if cfg.distill.teacher:
@@ -103,8 +99,8 @@ def run_probe(cfg: RunConfig) -> dict[str, Any]:
     model = create_model(cfg.model, pretrained=tc.pretrained)
     model.backbone.requires_grad_(False)
     cache_dir = Path(tc.feature_cache) if tc.feature_cache else out_dir / "features"
-    tr_f, tr_y = cached_features(model, cfg, "train", cache_dir, cfg.data.limit_train)
-    va_f, va_y = cached_features(model, cfg, "validation", cache_dir, cfg.data.limit_eval)
+    tr_f, tr_y, tr_ids = cached_features(model, cfg, "train", cache_dir, cfg.data.limit_train)
+    va_f, va_y, _ = cached_features(model, cfg, "validation", cache_dir, cfg.data.limit_eval)
     tr_yt = torch.tensor(tr_y)
 
     head = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]
@@ -130,7 +126,7 @@ def run_probe(cfg: RunConfig) -> dict[str, Any]:
             sched.step()
             total += float(loss.detach())
         dt = time.perf_counter() - t0
-        p = torch.softmax(_head_logits(model, va_f), 1)[:, 1].numpy().astype(np.float64)
+        p = torch.softmax(_head_outputs(model, va_f)[0], 1)[:, 1].numpy().astype(np.float64)
         val = validation_metrics(va_y, p)
         row = {"epoch": epoch, "train_loss": total / steps_per_epoch, "train_cls": total / steps_per_epoch,
                "train_img_per_s": steps_per_epoch * tc.batch_size / max(dt, 1e-9), "train_seconds": dt,
@@ -150,12 +146,7 @@ def run_probe(cfg: RunConfig) -> dict[str, Any]:
               "config": asdict(cfg)}
     # Its outputs on every training image, in the format of distill.teacher_cache: a student distils from this
     # teacher without re-encoding the training set (--teacher <out>/best --teacher_cache <out>/teacher_outputs.pt).
-    model.eval()
-    with torch.no_grad():
-        outs = [model.forward_head(tr_f[i:i + 512].float()) for i in range(0, len(tr_f), 512)]
-    torch.save({"key": {"teacher": str(out_dir / "best"), "image_ids": _train_ids(cfg)},
-                "logits": torch.cat([o.logits for o in outs]).float(),
-                "attention": torch.cat([o.attention for o in outs]).float()}, out_dir / "teacher_outputs.pt")
+    save_teacher_outputs(out_dir / "teacher_outputs.pt", str(out_dir / "best"), tr_ids, *_head_outputs(model, tr_f))
     (out_dir / "history.json").write_text(json.dumps(history, indent=1))
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=1, default=str))
     return result

@@ -79,45 +79,70 @@ def precompute_teacher(teachers: list, images: torch.Tensor, batch_size: int = 6
     return torch.cat(logits), torch.cat(atts)
 
 
+def load_teachers(spec: str, device) -> list:
+    """The teacher folder(s) of ``distill.teacher`` (comma-separated = ensemble), frozen, on ``device``."""
+    return [load_model(p).eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
+            for p in (q.strip() for q in spec.split(",")) if p]
+
+
+def save_teacher_outputs(path: str | Path, teacher: str, image_ids: list, logits: torch.Tensor,
+                         attention: torch.Tensor) -> None:
+    """Write a ``distill.teacher_cache`` file: the outputs of ``teacher`` on the training images ``image_ids``."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"key": {"teacher": teacher, "image_ids": image_ids}, "logits": logits.float().cpu(),
+                "attention": attention.float().cpu()}, path)
+
+
+def _same_teacher(a: str, b: str) -> bool:
+    def norm(spec: str) -> list[str]:
+        return [str(Path(p.strip()).resolve()) for p in spec.split(",") if p.strip()]
+
+    return norm(a) == norm(b)
+
+
 def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor, image_ids: list | None,
                    device) -> tuple[torch.Tensor, torch.Tensor]:
     """``cfg.distill.teacher_cache`` resolved: computed once ("memory"), or read from / written to a .pt file that
     records which teacher folders and training images it belongs to (a mismatch is an error, never silently reused).
     """
     path = cfg.distill.teacher_cache
-    key = {"teacher": cfg.distill.teacher, "image_ids": image_ids}
     if path.endswith(".pt") and Path(path).is_file():
         blob = torch.load(path, map_location="cpu", weights_only=False)
-        if blob.get("key", {}).get("image_ids") != image_ids or image_ids is None:
+        key = blob.get("key", {})
+        if image_ids is None or key.get("image_ids") != image_ids:
             raise ValueError(f"teacher_cache {path} was written for other training images; delete it or pick "
                              "another path")
-        logger.info("teacher outputs from %s (written for teacher %s)", path, blob["key"]["teacher"])
+        if not _same_teacher(key.get("teacher", ""), cfg.distill.teacher):
+            raise ValueError(f"teacher_cache {path} holds the outputs of {key.get('teacher')!r}, not of --teacher "
+                             f"{cfg.distill.teacher!r}")
+        logger.info("teacher outputs from %s", path)
         return blob["logits"].to(device), blob["attention"].to(device)
     if not teachers:
         raise FileNotFoundError(f"teacher_cache {path} not found and no teacher to compute it")
+    if path.endswith(".pt") and image_ids is None:
+        raise ValueError("teacher_cache to a file needs the training image ids; use teacher_cache=memory")
     t0 = time.perf_counter()
     logits, att = precompute_teacher(teachers, images, progress=cfg.train.progress)
     logger.info("teacher outputs for %d images in %.0f s", len(images), time.perf_counter() - t0)
     if path.endswith(".pt"):
-        if image_ids is None:
-            raise ValueError("teacher_cache to a file needs the training image ids (pass data without them: "
-                             "use teacher_cache=memory)")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"key": key, "logits": logits.cpu(), "attention": att.cpu()}, path)
+        save_teacher_outputs(path, cfg.distill.teacher, image_ids, logits, att)
     return logits.to(device), att.to(device)
 
 
-def write_teacher_cache(cfg: RunConfig, images: torch.Tensor, image_ids: list, device=None) -> Path:
-    """Run ``cfg.distill.teacher`` once over the training images and write ``cfg.distill.teacher_cache`` (a .pt
-    path); kept as is when it already holds these images. The search calls this once for all its trials."""
+def write_teacher_cache(cfg: RunConfig, device=None) -> Path:
+    """Run ``cfg.distill.teacher`` once over the training images (decoded at its own size) and write
+    ``cfg.distill.teacher_cache`` (a .pt path); kept as is when it already holds them. The search calls this once
+    for all its trials, which then train on images at the student's size."""
     path = Path(cfg.distill.teacher_cache)
     if path.suffix != ".pt":
         raise ValueError(f"teacher_cache={cfg.distill.teacher_cache!r} is not a .pt file")
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    teachers = [] if path.is_file() else [
-        load_model(p.strip()).eval().requires_grad_(False).to(device).to(memory_format=torch.channels_last)
-        for p in cfg.distill.teacher.split(",") if p.strip()]
-    cached_teacher(cfg, teachers, images, image_ids, device)
+    teachers, size = [], cfg.model.img_size
+    if not path.is_file():
+        teachers = load_teachers(cfg.distill.teacher, device)
+        size = max(t.config.img_size for t in teachers)
+    images, _, df = load_arrays(cfg, "train", size, cfg.data.limit_train)
+    cached_teacher(cfg, teachers, images, df["image_id"].tolist(), device)
     return path
 
 
@@ -235,21 +260,12 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
     """Train one model as configured; returns the best validation metrics and where the model was saved.
 
     ``data`` may pass pre-decoded ``{"train": (images, labels), "validation": (images, labels)}`` uint8 tensors
-    (the search decodes once for all trials). Writes to ``cfg.train.output_dir``: ``best/`` (save_pretrained),
+    (the search decodes once for all trials), plus ``train_ids`` for a teacher cache file. Writes to ``cfg.train.output_dir``: ``best/`` (save_pretrained),
     ``checkpoints/last`` (save_state, for ``resume``), ``run_config.json``, ``history.json``, ``metrics.json``.
     """
     from accelerate.utils import set_seed
 
     tc = cfg.train
-    if tc.freeze_backbone:
-        from .probe import run_probe
-
-        if tc.pretrained:
-            from .pretrained import pretrained_mean_std
-
-            mean, std = pretrained_mean_std(cfg.model.backbone)
-            cfg = cfg.override(mean=mean, std=std)
-        return run_probe(cfg)
     if tc.pretrained:
         from .pretrained import PRETRAINED_SOURCES, pretrained_mean_std
 
@@ -258,6 +274,10 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
                              f"use one of {sorted(PRETRAINED_SOURCES)} or --pretrained false")
         mean, std = pretrained_mean_std(cfg.model.backbone)
         cfg = cfg.override(mean=mean, std=std)  # preprocessing follows the weights
+    if tc.freeze_backbone:
+        from .probe import run_probe
+
+        return run_probe(cfg)
     out_dir = Path(tc.output_dir)
     accelerator = _accelerator(cfg)
     set_seed(tc.seed)
@@ -269,12 +289,9 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
     size = cfg.model.img_size
     dc = cfg.distill
     cache_file_ready = dc.teacher_cache.endswith(".pt") and Path(dc.teacher_cache).is_file()
-    for path in filter(None, (p.strip() for p in dc.teacher.split(","))):
-        if cache_file_ready:  # its outputs are on disk: the teacher itself is not needed (nor its image size)
-            break
-        t = load_model(path).eval().requires_grad_(False)
-        teachers.append(t.to(accelerator.device).to(memory_format=torch.channels_last))
-        size = max(size, t.config.img_size)
+    if dc.teacher and not cache_file_ready:  # with its outputs on disk the teacher itself is not needed
+        teachers = load_teachers(dc.teacher, accelerator.device)
+        size = max([size] + [t.config.img_size for t in teachers])
 
     if data is None:
         tr_x, tr_y, tr_df = load_arrays(cfg, "train", size, cfg.data.limit_train)

@@ -104,16 +104,13 @@ def halving_sizes(n: int, n_rungs: int, eta: int) -> list[int]:
 
 # -------------------------------------------------------------------------------------------------------------- data
 def load_data(cfg: RunConfig, with_test: bool = True) -> dict[str, tuple]:
-    """Decode the splits once: train at max(student, teacher) size (as ``run`` needs), validation/test at the
-    student's size. Returns ``{split: (uint8 images (N, S, S, 3), labels (N,))}`` plus ``test_groups``."""
-    from dermo.models import load_model
+    """Decode the splits once, at the student's size (the trials never run the teacher: see
+    ``teacher_cache_config``).
+    Returns ``{split: (uint8 images (N, S, S, 3), labels (N,))}`` plus ``train_ids`` and ``test_groups``."""
     from dermo.training import load_arrays
 
-    size = cfg.model.img_size
-    if cfg.distill.teacher:
-        size = max(size, load_model(cfg.distill.teacher).config.img_size)
     out: dict[str, tuple] = {}
-    tr_x, tr_y, tr_df = load_arrays(cfg, "train", size, cfg.data.limit_train)
+    tr_x, tr_y, tr_df = load_arrays(cfg, "train", cfg.model.img_size, cfg.data.limit_train)
     va_x, va_y, _ = load_arrays(cfg, "validation", cfg.model.img_size, cfg.data.limit_eval)
     out["train"], out["validation"] = (tr_x, tr_y), (va_x, va_y)
     out["train_ids"] = tr_df["image_id"].tolist()
@@ -122,6 +119,15 @@ def load_data(cfg: RunConfig, with_test: bool = True) -> dict[str, tuple]:
         out["test"] = (te_x, te_y)
         out["test_groups"] = te_df["lesion_id"].to_numpy() if "lesion_id" in te_df else None
     return out
+
+
+def teacher_cache_config(base: RunConfig, out: Path) -> RunConfig:
+    """The teacher runs once for the whole search: ``distill.teacher_cache`` defaults to ``OUT/teacher_outputs.pt``
+    (written by ``dermo.training.write_teacher_cache`` from the teacher at its own image size), which every trial
+    reads."""
+    if base.distill.teacher_cache in ("", "memory"):
+        base = base.override(teacher_cache=str(out / "teacher_outputs.pt"))
+    return base
 
 
 def _device() -> torch.device:
@@ -356,8 +362,7 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
     if not base.distill.teacher:
         raise ValueError("the MAG-KD search needs a trained teacher: --teacher runs/.../teacher/best")
     final_epochs = int(final_epochs or rungs[-1])
-    if base.distill.teacher_cache in ("", "memory"):  # the teacher runs once for the whole search, not per trial
-        base = base.override(teacher_cache=str(out / "teacher_outputs.pt"))
+    base = teacher_cache_config(base, out)
     configs = expand_space(space["grid"])
     for ov in configs:  # every configuration must be valid before anything trains
         base.override(**ov)
@@ -373,12 +378,12 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
     if data is None:
         data = load_data(base)
     decode_s += time.perf_counter() - t0
-    t0 = time.perf_counter()
     if data.get("train_ids") is None:
         raise ValueError("search data need 'train_ids' (the training image ids the teacher outputs belong to)")
     from dermo.training import write_teacher_cache
 
-    write_teacher_cache(base, data["train"][0], data["train_ids"])
+    t0 = time.perf_counter()
+    write_teacher_cache(base)
     teacher_s = time.perf_counter() - t0
     names = [f"t{i:03d}" for i in range(len(configs))]
     rep: dict[str, Any] = {
@@ -755,7 +760,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     decode_s = time.perf_counter() - t0
     logger.info("decoded data in %.1fs", decode_s)
     bench = None
-    if args.bench_concurrency:
+    if args.bench_concurrency:  # trials as the search runs them: reading the teacher's outputs from the file
+        from dermo.training import write_teacher_cache
+
+        base = teacher_cache_config(base, out)
+        write_teacher_cache(base)
         levels = [int(c) for c in args.bench_concurrency.split(",") if c.strip()]
         first = expand_space(space["grid"])[0]
         bench = bench_concurrency(base, data, levels, args.bench_steps, out, first)
