@@ -374,7 +374,9 @@ def _usage(repo_id: str, info: ModelInfo) -> str:
              "from dermo.models import load_model  # LesionClassifier.from_pretrained(..., strict=True)\n"
              f'model = load_model("{repo_id}").eval()\n'
              "out = model(pixel_values)  # (B, 3, %d, %d) normalised with config.json mean/std\n"
-             "p_malignant = (out.logits / model.config.temperature).softmax(-1)[:, 1]\n```" % (s, s)]
+             "from dermo.metrics import apply_temperature  # sigmoid((z1 - z0) / temperature + logit_bias)\n"
+             "p_malignant = apply_temperature(out.logits.detach().numpy(), model.config.temperature, "
+             "model.config.logit_bias)\n```" % (s, s)]
     if info.onnx_files:
         variant = (info.onnx_config or {}).get("onnx_variant", "fp32")
         parts.append(f"```python\n# ONNX Runtime (no PyTorch): the {variant} file under onnx/, with its config.json\n"
@@ -447,7 +449,9 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
     details = [f"- backbone: `{cfg.get('backbone')}` (timm) with an attention-pooling head; input "
                f"{cfg.get('img_size')} x {cfg.get('img_size')} RGB, mean {cfg.get('mean')}, std {cfg.get('std')}",
                f"- labels: {cfg.get('labels')}; version {serve.get('version')}",
-               f"- calibration: temperature {fmt(serve.get('temperature'), digits=4)}, operating threshold "
+               f"- calibration: P(malignant) = sigmoid((z_malignant - z_benign) / T + b), temperature T "
+               f"{fmt(serve.get('temperature'), digits=4)}, logit bias b {fmt(serve.get('logit_bias', 0.0), digits=4)}, "
+               "operating threshold "
                f"{fmt(serve.get('threshold'), digits=4)}, band edges low {fmt(serve.get('band_low'), digits=4)} / "
                f"high {fmt(serve.get('band_high'), digits=4)}; fitted on the validation split: "
                f"{'yes' if serve.get('calibrated') else 'no (interim defaults, ' + NOT_MEASURED + ')'}"]
@@ -497,7 +501,8 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                  + ". The operating point was chosen on the validation split.\n\n" + metrics_table(m))
         e = ece_text(m)
         s.append(f"Expected calibration error: {e if e else NOT_MEASURED}.")
-        bt = bands_table(m, float(serve.get("band_low", 0.2)), float(serve.get("band_high", 0.6)))
+        edges = m.get("band_edges") or {"low": serve.get("band_low", 0.2), "high": serve.get("band_high", 0.6)}
+        bt = bands_table(m, float(edges["low"]), float(edges["high"]))  # the edges the counts were made at
         s.append("**Risk bands** (edges fitted on validation; malignancy rate measured on the test split):\n\n"
                  + (bt if bt else NOT_MEASURED + "."))
     else:

@@ -549,8 +549,7 @@ def _load_path(path: Path, max_bytes: int, max_pixels: int, max_side: int | None
 
 
 def _load_stream(fp: Any, max_bytes: int, max_pixels: int, max_side: int | None) -> Image.Image:
-    mode = getattr(fp, "mode", None)
-    if isinstance(fp, io.TextIOBase) or (isinstance(mode, str) and "b" not in mode):
+    if isinstance(fp, io.TextIOBase):  # (a zip member's mode is "r" yet it is binary: do not sniff ``mode``)
         raise TypeError("load_image needs a file opened in binary mode ('rb'), not text mode")
     remaining: int | None = None
     try:

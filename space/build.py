@@ -11,7 +11,6 @@ ood.npz), and from space/: README.md (the Space's front matter), requirements.tx
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SPACE = ROOT / "space"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", ".DS_Store", "*.pyi")
+MARKER = ".dermohelper-space"
 
 
 def build_space(out: str | Path, model: str | Path | None = None) -> Path:
@@ -28,11 +28,14 @@ def build_space(out: str | Path, model: str | Path | None = None) -> Path:
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} holds no model (config.json missing): export the student first "
                                 "(python -m train.export) or pass --model DIR")
-    if out.resolve() in (ROOT.resolve(), SPACE.resolve()) or ROOT.resolve().is_relative_to(out.resolve()):
-        raise ValueError(f"--out {out} would overwrite the repository; give a new folder such as build/space")
+    # only a new or empty folder, or one this function built before (it has MARKER), is emptied
+    if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ValueError(f"--out {out} is a folder with other files; it would overwrite them: give a new folder "
+                         "such as build/space")
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    (out / MARKER).write_text("built by space/build.py; emptied by the next build\n")
     shutil.copy2(ROOT / "app.py", out / "app.py")
     shutil.copytree(ROOT / "dermo", out / "dermo", ignore=shutil.ignore_patterns(
         "__pycache__", "*.pyc", "*.pyi", "assets"))
@@ -49,11 +52,11 @@ def build_space(out: str | Path, model: str | Path | None = None) -> Path:
 def push_space(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False,
                endpoint: str | None = None) -> str:
     """Create (if needed) and upload the Space; returns its URL. Clear errors for no token / no network."""
-    from huggingface_hub import HfApi
+    from huggingface_hub import HfApi, get_token
     from huggingface_hub.errors import HfHubHTTPError
     from requests.exceptions import ConnectionError as RequestsConnectionError, Timeout
 
-    token = token or os.environ.get("HF_TOKEN")
+    token = token or get_token()  # HF_TOKEN or the `huggingface-cli login` cache
     if not token:
         raise PermissionError("no Hugging Face token: set HF_TOKEN (a write token from "
                               "https://huggingface.co/settings/tokens) or pass --token, then push again")
@@ -64,13 +67,13 @@ def push_space(folder: str | Path, repo_id: str, token: str | None = None, priva
         api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space",
                           commit_message="Update DermoHelper Space")
+    except HfHubHTTPError as e:  # first: it is also an OSError (through requests.RequestException)
+        raise PermissionError(f"the Hub refused the push to {repo_id}: {e}; check that the token can write "
+                              "to that owner") from e
     except (RequestsConnectionError, Timeout, OSError) as e:
         raise ConnectionError(f"cannot reach the Hugging Face Hub to push {repo_id} ({type(e).__name__}); "
                               "check the network (or HF_ENDPOINT) and push again; the folder "
                               f"{folder} is ready") from e
-    except HfHubHTTPError as e:
-        raise PermissionError(f"the Hub refused the push to {repo_id}: {e}; check that the token can write "
-                              "to that owner") from e
     return f"https://huggingface.co/spaces/{repo_id}"
 
 

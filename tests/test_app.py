@@ -215,6 +215,10 @@ def test_space_folder_is_complete_and_pinned(tmp_path):
         build.build_space(tmp_path / "x", tmp_path / "no_model")
     with pytest.raises(ValueError, match="overwrite"):
         build.build_space(ROOT, model)
+    with pytest.raises(ValueError, match="overwrite"):  # any folder with files of its own, e.g. the package
+        build.build_space(ROOT / "dermo", model)
+    assert (ROOT / "dermo" / "__init__.py").is_file()
+    assert build.build_space(out, model) == out  # a previous build is rebuilt in place
 
 
 def test_space_push_fails_clearly_without_token_or_network(tmp_path, monkeypatch):

@@ -425,3 +425,20 @@ def test_nothing_printed(bad, capsys):
 def test_library_does_not_import_gradio():
     code = "import sys, dermo.imageio, dermo.quality; assert 'gradio' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
+
+
+def test_binary_streams_whose_mode_says_r_load(tmp_path):
+    """Zip members are binary streams with ``mode == "r"``: they load; a real text-mode file is refused."""
+    import zipfile
+
+    png = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 120, 90)).save(png, format="PNG")
+    z = tmp_path / "a.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        zf.writestr("a.png", png.getvalue())
+    with zipfile.ZipFile(z) as zf, zf.open("a.png") as member:
+        assert member.mode == "r"
+        assert load_image(member).size == (64, 48)
+    (tmp_path / "t.txt").write_text("not an image")
+    with open(tmp_path / "t.txt") as text, pytest.raises(TypeError, match="binary mode"):
+        load_image(text)
