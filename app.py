@@ -148,13 +148,13 @@ def analyze_ui(path: str | None):
     result, img, attention = analyze(path)
     if attention is None:
         return _band_html(result), None, gr.update(value=None, visible=False)
-    overlay = overlay_attention(img, attention)
+    photo = img.copy()
+    photo.thumbnail((512, 512))  # the one downscale of the upload: the overlay and the report both use it
+    overlay = overlay_attention(photo, attention)
     _sweep()
     fd, name = tempfile.mkstemp(suffix=".png", prefix="dermohelper_result_", dir=_TMP)
     os.close(fd)
-    photo = img.copy()
-    photo.thumbnail((512, 512))
-    render_report(name, photo, overlay, result, BAND_TEXT[result["band"]], DISCLAIMER)
+    render_report(name, photo, overlay, result, result["band_text"], result["disclaimer"])
     return _band_html(result), overlay, gr.update(value=name, visible=True)
 
 

@@ -150,10 +150,14 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------ running
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-        """PIL images / paths / bytes -> float32 (N, 3, S, S) through the one preprocessing."""
+        """PIL images / paths / bytes -> float32 (N, 3, S, S) through the one preprocessing. RGB PIL images (e.g.
+        already through ``load_image``, as in the app) are not loaded again."""
+        from PIL import Image
+
         from .imageio import load_image
 
-        arr = np.stack([resize(load_image(im), self.config.img_size) for im in images])
+        arr = np.stack([resize(im if isinstance(im, Image.Image) and im.mode == "RGB" else load_image(im),
+                               self.config.img_size) for im in images])
         return normalize(arr, self.config.mean, self.config.std)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -48,9 +48,9 @@ def overlay_attention(img: Image.Image, attention: np.ndarray, alpha: float = 0.
     a = np.asarray(attention, np.float32)
     if a.ndim != 2 or a.size == 0:
         raise ValueError(f"attention must be a non-empty (h, w) map, got shape {a.shape}")
-    photo = img.convert("RGB")
+    photo = img if img.mode == "RGB" else img.convert("RGB")
     if max(photo.size) > max_side:
-        photo = photo.copy()
+        photo = photo.copy()  # never shrink the caller's image in place
         photo.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     a = a - a.min()
     a = a / a.max() if a.max() > 0 else np.zeros_like(a)
