@@ -209,10 +209,12 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
                                      "model; export the ONNX file from this checkpoint")
         dest = out / ONNX_SUBDIR
         dest.mkdir()
-        # ood.npz: the out-of-distribution statistics fitted on this very file (the app's "not a lesion" check)
-        extras = [onnx_dir / n for n in ("ood.npz",) if (onnx_dir / n).is_file()]
-        for f in sorted(onnx_dir.glob("*.onnx")) + [onnx_dir / CONFIG_NAME] + extras:
+        for f in sorted(onnx_dir.glob("*.onnx")) + [onnx_dir / CONFIG_NAME]:
             shutil.copy2(f, dest / f.name)
+        # side files the config names, e.g. ood.npz (the app's "not a lesion" check fitted on this very file)
+        from .export import copy_side_files
+
+        copy_side_files(onnx_cfg, onnx_dir, dest)
         _write_sums(dest)
         if info is None:
             info = ModelInfo(config=onnx_cfg, has_safetensors=False)

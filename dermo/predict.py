@@ -47,18 +47,15 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
 def predict_files(predictor, files: Iterable[str | Path], batch_size: int = 32) -> Iterator[dict[str, Any]]:
     """Yield one result dict per file (see the module docstring), in order, running the model in batches."""
     from .imageio import load_image
-    from .inference import band_of
     from .quality import check_quality
-
-    cfg = predictor.config
 
     def flush(batch: list[tuple[dict[str, Any], Any]]) -> Iterator[dict[str, Any]]:
         if not batch:
             return
-        probs = predictor.probabilities(predictor.forward(predictor.preprocess([img for _, img in batch]))[0])
-        for (row, _), prob in zip(batch, probs):
-            yield {"file": row["file"], "probability": round(float(prob), 6),
-                   "band": band_of(float(prob), cfg.band_low, cfg.band_high), "quality": row["quality"]}
+        preds = predictor.predict_batch([img for _, img in batch], batch_size=len(batch))
+        for (row, _), pred in zip(batch, preds):
+            yield {"file": row["file"], "probability": round(pred.probability, 6), "band": pred.band,
+                   "quality": row["quality"]}
 
     batch: list[tuple[dict[str, Any], Any]] = []
     for f in files:

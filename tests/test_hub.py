@@ -121,6 +121,22 @@ def test_round_trip_save_load_strict_identical_logits(tiny_model, tiny_data, tmp
 
 
 # ------------------------------------------------------------------------------------------------------ dry run
+def test_side_files_named_by_the_config_travel_with_the_onnx_file(tiny_model, tiny_onnx, tiny_reports, tmp_path):
+    import shutil
+
+    onnx_dir = tmp_path / "onnx_src"
+    shutil.copytree(tiny_onnx, onnx_dir)
+    cfg = json.loads((onnx_dir / "config.json").read_text())
+    cfg["ood"] = {"file": "ood.npz", "threshold": 1.0}
+    (onnx_dir / "config.json").write_text(json.dumps(cfg))
+    (onnx_dir / "ood.npz").write_bytes(b"side file")
+    (onnx_dir / "notes.txt").write_text("not named by the config")
+    out = hub.push_model(tiny_model, REPO, onnx_dir=onnx_dir, reports_dir=tiny_reports, dry_run_dir=tmp_path / "d")
+    assert (out / "onnx" / "ood.npz").read_bytes() == b"side file"
+    assert not (out / "onnx" / "notes.txt").exists()
+    assert "ood.npz" in hub.read_sums(out / "onnx" / "SHA256SUMS")
+
+
 def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_path):
     out = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports,
                          dry_run_dir=tmp_path / "dry")
