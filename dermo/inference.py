@@ -66,7 +66,10 @@ def format_probability(p: float) -> str:
 
 
 def band_of(p: float, low: float, high: float) -> str:
-    return "high" if p >= high else "low" if p < low else "medium"
+    """``dermo.metrics.assign_band`` (the evaluation's rule, NaN refused), imported when first needed."""
+    from .metrics import assign_band
+
+    return assign_band(p, low, high)
 
 
 @dataclass
