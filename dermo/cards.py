@@ -344,8 +344,13 @@ class ModelInfo:
 def _role(info: ModelInfo) -> str:
     teacher = ((info.run_config or {}).get("distill") or {}).get("teacher")
     if teacher:
-        tcfg = _read_json(Path(str(teacher)) / "config.json") or {}
-        what = f"a `{tcfg['backbone']}` teacher" if tcfg.get("backbone") else f"the teacher `{teacher}`"
+        members = [p.strip() for p in str(teacher).split(",") if p.strip()]
+        backbones = [(_read_json(Path(p) / "config.json") or {}).get("backbone") for p in members]
+        if len(members) > 1:
+            names = " + ".join(f"`{b}`" if b else f"`{p}`" for b, p in zip(backbones, members))
+            what = f"an ensemble teacher: {names}, logits averaged"
+        else:
+            what = f"a `{backbones[0]}` teacher" if backbones[0] else f"the teacher `{teacher}`"
         return f"MAG-KD student (distilled from {what})"
     name = str(info.config.get("name", ""))
     return "teacher" if "teacher" in name else "classifier (trained without distillation)"

@@ -283,3 +283,56 @@ def test_hub_id_goes_to_the_hub_and_fails_clearly_offline(monkeypatch, tmp_path)
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="Hugging Face Hub"):
         open_predictor("dermohelper/not-cached-model")
+
+
+def test_report_ensemble_teacher(tiny_model, tiny_data, tiny_manifest, tmp_path):
+    """--teacher a,b (as training takes an ensemble): the teacher row is the mean of the members' logits, each with
+    the TTA its run used, and its cost/config columns name both members."""
+    from dermo.config import RunConfig
+    from dermo.evaluate import cached_logits, load_labelled
+    from dermo.metrics import auroc
+    from dermo.models import load_model
+    from train.report import main as report_main
+
+    runs = tmp_path / "runs"
+    for i, name in enumerate(("teacher", "baseline", "magkd")):
+        best = runs / name / "best"
+        shutil.copytree(tiny_model, best)
+        if name == "baseline":  # a member with other weights, so the mean differs from either member
+            m = load_model(str(best))
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(0.05 * torch.randn_like(p))
+            m.save_pretrained(str(best))
+        RunConfig().override(backbone="test_efficientnet", img_size=64, epochs=1, tta=name == "teacher",
+                             teacher=f"{runs / 'teacher' / 'best'},{runs / 'baseline' / 'best'}"
+                             if name == "magkd" else "").save(best / "run_config.json")
+        (runs / name / "metrics.json").write_text(json.dumps({"train_seconds": 60.0 * (i + 1),
+                                                              "train_img_per_s": 10.0, "best_epoch": 0,
+                                                              "epochs_run": 1, "validation": {"auroc": 0.5}}))
+    spec = f"{runs / 'teacher' / 'best'},{runs / 'baseline' / 'best'}"
+    out, cache = tmp_path / "reports", tmp_path / "cache"
+    assert report_main(["--runs", str(runs), "--teacher", spec, "--data", str(tiny_data), "--manifest",
+                        str(tiny_manifest), "--out", str(out), "--n_boot", "20", "--shipped", "", "--no-progress",
+                        "--cache", str(cache)]) == 0
+    tr = json.loads((out / "training.json").read_text())
+    t = tr["models"]["teacher"]
+    assert "ensemble of 2" in t["title"] and t["run"]["members"] == spec.split(",")
+    assert t["run"]["train_minutes"] == pytest.approx(3.0) and t["run"]["tta"] is True
+    df = load_labelled(tiny_data, "test", tiny_manifest)
+    lg = [cached_logits(open_predictor(runs / n / "best"), df["path"].tolist(), n == "teacher")
+          for n in ("teacher", "baseline")]
+    y = df["label"].to_numpy()
+    mean = np.mean(lg, 0)
+    assert t["auroc"] == pytest.approx(auroc(y, mean[:, 1] - mean[:, 0]))
+    assert not np.allclose(lg[0], lg[1])
+    md = (out / "training.md").read_text()
+    assert "test_efficientnet + test_efficientnet @ 64 + 64" in md and "from teacher + baseline" in md
+    rows = {r["name"]: r for r in json.loads((out / "models.json").read_text())["models"]}
+    row = rows["teacher"]
+    assert row["calibration_source"] == "fitted here on validation" and "2 models" in row["format"]
+    # the member that is not a run of its own gets its own row and evaluation; the baseline member does not
+    assert set(rows) == {"teacher", "teacher-member1", "baseline", "magkd"}
+    member = json.loads((out / "evaluation" / "teacher-member1-test" / "metrics.json").read_text())
+    assert member["auroc"] == pytest.approx(auroc(y, lg[0][:, 1] - lg[0][:, 0]))
+    assert member["source"]["sha256"] == open_predictor(runs / "teacher" / "best").sha256

@@ -438,3 +438,18 @@ def test_push_dataset_calls_push_to_hub(tiny_data, tiny_manifest, monkeypatch):
     assert pushed["num_shards"] == {"train": 1, "validation": 1, "test": 1}  # as the dry run writes them
     n_images = len((tiny_data / "metadata.csv").read_text().strip().splitlines()) - 1
     assert set(pushed["splits"]) == {"train", "validation", "test"} and sum(pushed["splits"].values()) == n_images
+
+
+def test_card_names_the_teacher_or_the_ensemble(tiny_model, tmp_path):
+    """The role line reads the teacher folder(s) of run_config: one backbone, or every member of an ensemble."""
+    from dermo.cards import ModelInfo, _role
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    backbone = json.loads((Path(tiny_model) / "config.json").read_text())["backbone"]
+    one = ModelInfo(config={"name": "s"}, run_config={"distill": {"teacher": str(tiny_model)}})
+    assert _role(one) == f"MAG-KD student (distilled from a `{backbone}` teacher)"
+    ens = ModelInfo(config={"name": "s"}, run_config={"distill": {"teacher": f"{tiny_model}, {other}"}})
+    assert _role(ens) == (f"MAG-KD student (distilled from an ensemble teacher: `{backbone}` + `{backbone}`, "
+                          "logits averaged)")
+    assert _role(ModelInfo(config={"name": "dermohelper-teacher"})) == "teacher"

@@ -7,7 +7,8 @@
 # Prepare here:  python -m train.pack_carry   (writes .carry/, git-ignored)
 # Run with the device tool: carry [".carry"], command:
 #   PYTHONUNBUFFERED=1 bash train/gpu_full.sh 2>&1 | tee $OUT/log
-# What comes back under $OUT: log, teacher.tar, baseline.tar, magkd.tar (best/ + metrics/history, no optimizer state).
+# What comes back under $OUT: log, teacher.tar.*, baseline.tar.*, magkd.tar.* (best/ + metrics/history, no optimizer
+# state), each written as soon as its model is trained.
 # The GPU image has torch/timm/accelerate/pandas but not datasets/gradio/evaluate: the training path imports none.
 set -euo pipefail
 DEV_OUT=${OUT:-/tmp/out}  # the device tool's folder that comes back
@@ -22,17 +23,34 @@ COMMON="--data_dir /tmp/data/ham10000 --num_workers 16 --img_size 224 --batch_si
 # TEACHER_BACKBONE / TEACHER_SIZE pick a bigger teacher, e.g. tf_efficientnet_lite2 at 260 px (pack it first:
 # python -m train.pack_carry --models tf_efficientnet_lite0 tf_efficientnet_lite2 mobilenetv2_100: 60 MiB with the dataset, under the 64 MiB carry).
 # On CPU a longer, larger Lite0 teacher was the one that got above the students (reports/cpu_teachers/).
+# Each model is packed into $DEV_OUT as soon as it is trained, so a call stopped at its limit still brings back
+# what finished. The device tool returns at most 8 files of at most 16 MiB each, so a model's tar is cut into 15 MiB
+# parts (<name>.tar.00, .01, ...; a Lite2 teacher needs two). Unpack here with: cat X.tar.* | tar -xf -
+pack() { tar -cf - --exclude='checkpoints' "runs/gpu/$1" | split -b 15m -d - "$DEV_OUT/$1.tar."; }
 python -m train.train $COMMON --epochs $EPOCHS_T --backbone ${TEACHER_BACKBONE:-tf_efficientnet_lite0} --tta true \
   --name dermohelper-teacher --output_dir runs/gpu/teacher ${TEACHER_SIZE:+--img_size $TEACHER_SIZE}
+pack teacher
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-baseline \
   --output_dir runs/gpu/baseline
+pack baseline
+# The teacher runs once over the training images (teacher_cache=memory); its attention maps are warped with each
+# batch's augmentation, so the MAG-KD student trains at the baseline's speed.
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student \
-  --teacher runs/gpu/teacher/best --output_dir runs/gpu/magkd
+  --teacher runs/gpu/teacher/best --teacher_cache memory --output_dir runs/gpu/magkd
+pack magkd
+# ENSEMBLE=1: a second MAG-KD student, distilled from the teacher and the baseline student averaged (the ensemble
+# that was above both on CPU validation: reports/cpu_ensemble/). Report it with
+#   python -m train.report --runs runs/gpu_ens --teacher runs/gpu/teacher/best,runs/gpu/baseline/best
+if [ "${ENSEMBLE:-0}" = 1 ]; then
+  python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-ensemble-kd \
+    --teacher runs/gpu/teacher/best,runs/gpu/baseline/best --teacher_cache memory --output_dir runs/gpu/magkd_ensemble
+  pack magkd_ensemble
+fi
 if [ "${SEARCH:-0}" = 1 ]; then
   OUT=runs/search REPORT=$DEV_OUT/search TEACHER=runs/gpu/teacher/best \
     EXTRA="--data_dir /tmp/data/ham10000 --num_workers 16" bash train/gpu_search.sh \
     || echo "search failed; training results kept"
+  if [ -d runs/search/winner ]; then
+    tar -cf - --exclude='checkpoints' runs/search/winner | split -b 15m -d - "$DEV_OUT/search_winner.tar."
+  fi
 fi
-# One tar per model: the device tool returns files of at most 16 MiB each (8 files).
-for m in teacher baseline magkd; do tar -cf "$DEV_OUT/$m.tar" --exclude='checkpoints' "runs/gpu/$m"; done
-if [ -d runs/search/winner ]; then tar -cf "$DEV_OUT/search_winner.tar" --exclude='checkpoints' runs/search/winner; fi

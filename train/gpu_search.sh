@@ -10,8 +10,10 @@
 # keeps every finished trial in $OUT/trials.jsonl and rerunning this script resumes it), then the winner retrained
 # from scratch for FINAL_EPOCHS beside the untuned MAG-KD student (same budget, base config below), both evaluated
 # once on test. The seed's own rungs 1,3,9 (final 9) need roughly twice the time: RUNGS=1,3,9 FINAL_EPOCHS=9.
-# The base config (lr, batch size, alpha/beta/gamma defaults 0.4/0.3/0.3) must match the lead's MAG-KD student run
-# so that "untuned" is that student; extra RunConfig flags go in EXTRA (e.g. EXTRA="--data_dir /path/ham10000").
+# "Untuned" is the base config below (lr 5e-4, batch 32, alpha/beta/gamma 0.4/0.3/0.3, class weights [1, 4]: the
+# defaults of the CPU runs), retrained here at the winner's budget, so winner and untuned differ only in the tuned
+# values. It is not gpu_full.sh's 40-epoch student (lr 1e-3, batch 128): compare the winner with that one on
+# validation before shipping it. Extra RunConfig flags go in EXTRA (e.g. EXTRA="--data_dir /path/ham10000").
 set -euo pipefail
 TEACHER=${TEACHER:-runs/gpu/teacher/best}
 OUT=${OUT:-runs/search}

@@ -143,8 +143,9 @@ def render_training(report: dict[str, Any]) -> str:
                   "precision | F1 | accuracy |", "|---|---|---|---|---|---|---|---|---|---|---|"]
         for name, m in models.items():
             b, info = m[key], {k: ("n/a" if v is None else v) for k, v in m["run"].items()}
-            lines.append(f"| {m['title']} | {info['backbone']} @ {info['img_size']} | {info['epochs_run']}"
-                         f"/{info['epochs']} | {'flips' if info['tta'] else 'no'} | "
+            epochs = (info["epochs_run"] if "members" in m["run"] else f"{info['epochs_run']}/{info['epochs']}")
+            lines.append(f"| {m['title']} | {info['backbone']} @ {info['img_size']} | {epochs}"
+                         f" | {'flips' if info['tta'] else 'no'} | "
                          f"{_ci(m['auroc'], m['auroc_ci'], False)}"
                          f" | {b['threshold']:.4f} | " + " | ".join(_ci(b[k], b[f'{k}_ci'])
                                                                     for k in M.CONFUSION_METRICS) + " |")
@@ -156,10 +157,12 @@ def render_training(report: dict[str, Any]) -> str:
         i = {k: ("n/a" if v is None else v) for k, v in m["run"].items()}
         i.update({k: m["run"][k] for k in ("train_img_per_s", "train_minutes", "validation_auroc_in_training",
                                             "distill")})
-        dist = "-" if not i["distill"] else (f"from {Path(i['distill']['teacher']).parent.name}: alpha/beta/gamma "
+        teachers = " + ".join(Path(t.strip()).parent.name for t in (i["distill"] or {}).get("teacher", "").split(","))
+        dist = "-" if not i["distill"] else (f"from {teachers}: alpha/beta/gamma "
                                              f"{i['distill']['alpha']}/{i['distill']['beta']}/{i['distill']['gamma']},"
                                              f" T={i['distill']['kd_temperature']}")
-        init = {True: _init_label(m["run"]["backbone"]), False: "scratch"}.get(m["run"]["pretrained"], "n/a")
+        init = {True: " + ".join(_init_label(b) for b in str(m["run"]["backbone"]).split(" + ")),
+                False: "scratch"}.get(m["run"]["pretrained"], "n/a")
         if m["run"].get("freeze_backbone"):
             init += ", frozen (head trained on cached features)"
         if m["run"].get("teacher_cache") and i["distill"]:
@@ -254,29 +257,91 @@ def render_models(rows: list[dict[str, Any]], note: str, n_boot: int, command: s
     return "\n".join(lines)
 
 
+def _teacher_members(teacher: str | None, runs: Path) -> list[Path]:
+    """The teacher's model folder(s): ``teacher`` as ``--teacher`` takes it in training (comma = ensemble), or
+    ``<runs>/teacher/best``."""
+    return [Path(p.strip()) for p in (teacher or "").split(",") if p.strip()] or [runs / "teacher" / "best"]
+
+
+def _ensemble_logits(members: list[Path], df_val, df_test, cache_dir, progress: bool) -> dict[str, Any]:
+    """An ensemble teacher as training distils from it: the mean of its members' raw logits (each member with the
+    TTA it was trained to use), plus a description of its runs and a stand-in predictor for ``_model_row``."""
+    import hashlib
+    from types import SimpleNamespace
+
+    preds, infos, lv, lt = [], [], [], []
+    for m in members:
+        info, pred = run_info(m.parent), open_predictor(m, backend="torch")
+        logger.info("teacher member %s: logits on validation and test (tta=%s)", m, info["tta"])
+        lv.append(cached_logits(pred, df_val["path"].tolist(), info["tta"], cache_dir, progress=progress))
+        lt.append(cached_logits(pred, df_test["path"].tolist(), info["tta"], cache_dir, progress=progress))
+        preds.append(pred)
+        infos.append(info)
+    first = preds[0].config
+    cfg = ModelConfig(**{**{k: getattr(first, k) for k in first.__dataclass_fields__}, "calibrated": False,
+                         "name": "ensemble", "backbone": " + ".join(i["backbone"] for i in infos)})
+    sha = hashlib.sha256("".join(p.sha256 for p in preds).encode()).hexdigest()
+    minutes = [i["train_minutes"] for i in infos]
+    info = {"backbone": " + ".join(f"{i['backbone']}" for i in infos),
+            "img_size": " + ".join(str(i["img_size"]) for i in infos),
+            "epochs": " + ".join(str(i["epochs"]) for i in infos),
+            "epochs_run": " + ".join(str(i["epochs_run"]) for i in infos),
+            "best_epoch": " + ".join(str(i["best_epoch"]) for i in infos),
+            "pretrained": all(i["pretrained"] for i in infos), "batch_size": infos[0]["batch_size"],
+            "lr": infos[0]["lr"], "seed": infos[0]["seed"], "tta": any(i["tta"] for i in infos),
+            "freeze_backbone": False, "teacher_cache": None, "distill": None, "train_img_per_s": None,
+            "train_minutes": None if None in minutes else float(sum(minutes)),
+            "validation_auroc_in_training": None, "members": [str(m) for m in members], "member_runs": infos}
+    return {"val": np.mean(lv, 0), "test": np.mean(lt, 0), "info": info,
+            "files": [m / "model.safetensors" for m in members],
+            "pred": SimpleNamespace(config=cfg, backend="torch", extra={}, sha256=sha),
+            "members": list(zip(members, preds, lv, lt, infos))}
+
+
 def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out: str | Path,
                   shipped: str | Path | None = BUNDLED_MODEL_DIR, n_boot: int = 1000, note: str = DEFAULT_NOTE,
                   command: str = "python -m train.report", progress: bool = False,
-                  cache_dir: str | Path | None = None) -> dict[str, Any]:
+                  cache_dir: str | Path | None = None, teacher: str | None = None) -> dict[str, Any]:
     runs, out = Path(runs), Path(out)
     df_val, df_test = load_labelled(data, "validation", manifest), load_labelled(data, "test", manifest)
     y_val, y_test = df_val["label"].to_numpy(), df_test["label"].to_numpy()
     models: dict[str, Any] = {}
     rows: list[dict[str, Any]] = []
+    members = _teacher_members(teacher, runs)
     for name, title in RUNS:
-        best = runs / name / "best"
+        if name == "teacher" and len(members) > 1:
+            if not all((m / "config.json").is_file() for m in members):
+                raise FileNotFoundError(f"teacher ensemble {teacher!r}: a member has no trained model")
+            ens = _ensemble_logits(members, df_val, df_test, cache_dir, progress)
+            entry = training_entry(y_val, ens["val"], y_test, ens["test"], df_test, n_boot)
+            title = f"Teacher: ensemble of {len(members)} (mean logits)"
+            models[name] = {"title": title, "model_dir": ",".join(map(str, members)), "sha256": ens["pred"].sha256,
+                            "run": ens["info"], **entry}
+            rows.append(_model_row(name, title, f"PyTorch fp32 (safetensors), {len(members)} models",
+                                   ens["files"], ens["pred"], ens["val"], ens["test"], y_val, y_test, df_test,
+                                   n_boot, out, ens["info"]["tta"], data))
+            # members that are not reported as runs of their own get their own row (and evaluation folder), so
+            # each published model has test figures of its own
+            own = {(runs / n / "best").resolve() for n, _ in RUNS if n != "teacher"}
+            for i, (m, p, lv_m, lt_m, info_m) in enumerate(ens["members"], 1):
+                if m.resolve() not in own:
+                    rows.append(_model_row(f"teacher-member{i}", f"Teacher member {i}: {info_m['backbone']}",
+                                           "PyTorch fp32 (safetensors)", [m / "model.safetensors"], p, lv_m, lt_m,
+                                           y_val, y_test, df_test, n_boot, out, info_m["tta"], data))
+            continue
+        best = members[0] if name == "teacher" else runs / name / "best"
         if not (best / "config.json").is_file():
             logger.warning("no trained model at %s: skipped", best)
             continue
-        info = run_info(runs / name)
+        info = run_info(best.parent)
         pred = open_predictor(best, backend="torch")
         logger.info("%s: logits on validation and test (tta=%s)", name, info["tta"])
         lv = cached_logits(pred, df_val["path"].tolist(), info["tta"], cache_dir, progress=progress)
         lt = cached_logits(pred, df_test["path"].tolist(), info["tta"], cache_dir, progress=progress)
         entry = training_entry(y_val, lv, y_test, lt, df_test, n_boot)
         models[name] = {"title": title, "model_dir": str(best), "sha256": pred.sha256, "run": info, **entry}
-        rows.append(_model_row(name, title, "PyTorch fp32 (safetensors)", best / "model.safetensors", pred, lv, lt,
-                               y_val, y_test, df_test, n_boot, out, info["tta"], data))
+        rows.append(_model_row(name, title, "PyTorch fp32 (safetensors)", [best / "model.safetensors"], pred, lv,
+                               lt, y_val, y_test, df_test, n_boot, out, info["tta"], data))
     if shipped is not None and (Path(shipped) / "model.onnx").is_file():
         pred = open_predictor(shipped, backend="onnx")
         lt = cached_logits(pred, df_test["path"].tolist(), False, cache_dir, progress=progress)
@@ -284,7 +349,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
               else cached_logits(pred, df_val["path"].tolist(), False, cache_dir, progress=progress))
         variant = pred.extra.get("onnx_variant", "onnx")
         rows.append(_model_row("shipped", f"Shipped ({Path(shipped).name}/model.onnx)", f"ONNX {variant}",
-                               Path(shipped) / "model.onnx", pred, lv, lt, y_val, y_test, df_test, n_boot, out, False,
+                               [Path(shipped) / "model.onnx"], pred, lv, lt, y_val, y_test, df_test, n_boot, out, False,
                                data))
     if not rows:
         raise FileNotFoundError(f"no trained model under {runs} (expected {runs}/teacher/best, .../baseline/best, "
@@ -304,7 +369,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
     return {"training": report, "models": models_json}
 
 
-def _model_row(name, title, fmt, file, pred, lv, lt, y_val, y_test, df_test, n_boot, out, tta,
+def _model_row(name, title, fmt, files, pred, lv, lt, y_val, y_test, df_test, n_boot, out, tta,
                data) -> dict[str, Any]:
     cfg = pred.config
     if cfg.calibrated:
@@ -315,12 +380,12 @@ def _model_row(name, title, fmt, file, pred, lv, lt, y_val, y_test, df_test, n_b
                              **{k: c[k] for k in CALIBRATION_KEYS}})
         source = "fitted here on validation"
     m = evaluate_logits(y_test, lt, cfg, df_test, n_boot=n_boot)
-    m["source"] = {"model": str(Path(file).parent), "model_name": cfg.name, "backbone": cfg.backbone,
+    m["source"] = {"model": ",".join(str(Path(f).parent) for f in files), "model_name": cfg.name, "backbone": cfg.backbone,
                    "backend": pred.backend, "variant": pred.extra.get("onnx_variant", "fp32"), "sha256": pred.sha256,
                    "data": str(data), "split": "test", "tta": tta, "calibrated_here": False,
                    "calibration_source": source}
     write_outputs(Path(out) / "evaluation" / f"{name}-test", y_test, lt, m, df_test)
-    return {"name": name, "title": title, "format": fmt, "size_mb": Path(file).stat().st_size / 2**20,
+    return {"name": name, "title": title, "format": fmt, "size_mb": sum(Path(f).stat().st_size for f in files) / 2**20,
             "calibration_source": source, "calibration": {k: getattr(cfg, k) for k in CALIBRATION_KEYS},
             "metrics": {k: v for k, v in m.items() if k not in ("reliability", "subgroups")}}
 
@@ -331,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--data", default=str(DEFAULT_DATA_DIR))
     ap.add_argument("--manifest", default=str(DEFAULT_MANIFEST))
     ap.add_argument("--out", default="reports")
+    ap.add_argument("--teacher", default=None, help="teacher folder(s) as training's --teacher takes them (comma = "
+                    "ensemble, reported as the mean of its members' logits); default <runs>/teacher/best")
     ap.add_argument("--shipped", default=str(BUNDLED_MODEL_DIR), help="exported model folder ('' to skip)")
     ap.add_argument("--n_boot", type=int, default=1000)
     ap.add_argument("--note", default=DEFAULT_NOTE, help="where the runs come from (printed in the reports)")
@@ -339,10 +406,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cache = None if args.cache == "none" else (args.cache or str(Path(args.runs) / "logits_cache"))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    command = "python -m train.report" + (f" --runs {args.runs}" if args.runs != "runs/cpu" else "")
+    command = ("python -m train.report" + (f" --runs {args.runs}" if args.runs != "runs/cpu" else "")
+               + (f" --teacher {args.teacher}" if args.teacher else "")
+               + (f" --out {args.out}" if args.out != "reports" else "")
+               + (" --shipped ''" if not args.shipped else ""))
     try:
         res = build_reports(args.runs, args.data, args.manifest, args.out, args.shipped or None, args.n_boot,
-                            args.note, command, args.progress, cache)
+                            args.note, command, args.progress, cache, args.teacher)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -3,16 +3,19 @@
 # the out-of-distribution detector for the shipped file, and every report under reports/.
 #   bash train/ship.sh [RUNS]        # RUNS defaults to runs/cpu (teacher/, baseline/, magkd/ from train/cpu_reduced.sh)
 # SHIP=baseline ships the student trained without distillation instead, when it is the better one on validation.
+# TEACHER=a/best,b/best: the MAG-KD student learned from an ensemble; the reports show it as the teacher (mean logits)
+# and the Hub teacher repository gets its first member.
 set -euo pipefail
 RUNS=${1:-runs/cpu}
 SHIP=${SHIP:-magkd}
 DATA=${DATA:-../shared/data/ham10000}
 CACHE=$RUNS/logits_cache
+TEACHER=${TEACHER:-$RUNS/teacher/best}
 python -m dermo.evaluate --model $RUNS/$SHIP/best --data $DATA --split validation --calibrate \
   --out reports/evaluation/$SHIP-validation --cache $CACHE --no-progress
 python -m train.export --model $RUNS/$SHIP/best --out dermo/assets
 python -m dermo.ood --model dermo/assets
-python -m train.report --runs $RUNS --cache $CACHE ${NOTE:+--note "$NOTE"}  # NOTE: where the runs come from
+python -m train.report --runs $RUNS --teacher "$TEACHER" --cache $CACHE ${NOTE:+--note "$NOTE"}  # NOTE: where the runs come from
 python benchmarks/inference.py --json reports/inference.json --md reports/inference.md
 python benchmarks/quality_gate.py --json reports/quality_gate.json
 python benchmarks/app.py --json reports/app_benchmark.json
@@ -20,7 +23,7 @@ python benchmarks/app.py --json reports/app_benchmark.json
 mkdir -p reports/cards && rm -rf outputs/hub_student outputs/hub_teacher  # dry-run folders must be new
 python -m dermo.hub push-model --model $RUNS/$SHIP/best --onnx dermo/assets --repo dermohelper/dermohelper-student \
   --dry-run outputs/hub_student
-python -m dermo.hub push-model --model $RUNS/teacher/best --repo dermohelper/dermohelper-teacher \
+python -m dermo.hub push-model --model "${TEACHER%%,*}" --repo dermohelper/dermohelper-teacher \
   --dry-run outputs/hub_teacher
 cp outputs/hub_student/README.md reports/cards/student.md
 cp outputs/hub_teacher/README.md reports/cards/teacher.md
