@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The full training run on one lent GPU (H100/H200), in ONE device call of <= 10 minutes:
 #   teacher (tf_efficientnet_lite0, ImageNet init, 224 px, TTA) -> baseline student and MAG-KD student
-#   (mobilenetv2_100, ImageNet init, 224 px, same seed and budget). About 5 minutes on an H100/H200 by the
-#   throughputs in ../shared/GPU.md (lite0 ~3,250 img/s, mobilenet ~3,500 img/s at batch 128); not yet run.
+#   (mobilenetv2_100, ImageNet init, 224 px, same seed and budget), then a MAG-KD student of the teacher+baseline
+#   ensemble. About 5 minutes for the first three on an H100/H200 by the throughputs in ../shared/GPU.md (lite0
+#   ~3,250 img/s, mobilenet ~3,500 img/s at batch 128), under 2 more for the fourth; not yet run.
 # The 36-config search is a second call of its own (SEARCH=1 adds it here, which needs more than one 10-minute call).
 # Prepare here:  python -m train.pack_carry   (writes .carry/, git-ignored)
 # Run with the device tool: carry [".carry"], command:
@@ -38,10 +39,11 @@ pack baseline
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student \
   --teacher runs/gpu/teacher/best --teacher_cache memory --output_dir runs/gpu/magkd
 pack magkd
-# ENSEMBLE=1: a second MAG-KD student, distilled from the teacher and the baseline student averaged (the ensemble
-# that was above both on CPU validation: reports/cpu_ensemble/). Report it with
-#   python -m train.report --runs runs/gpu_ens --teacher runs/gpu/teacher/best,runs/gpu/baseline/best
-if [ "${ENSEMBLE:-0}" = 1 ]; then
+# A second MAG-KD student (ENSEMBLE=0 skips it), distilled from the teacher and the baseline student averaged: on
+# CPU that ensemble was above both members on validation and its student beat the baseline, where the single teacher's
+# did not (reports/cpu_ensemble/). It runs last, so the three models above are packed even if the call runs out.
+# Report it with: python -m train.report --runs runs/gpu_ens --teacher runs/gpu/teacher/best,runs/gpu/baseline/best
+if [ "${ENSEMBLE:-1}" = 1 ]; then
   python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-ensemble-kd \
     --teacher runs/gpu/teacher/best,runs/gpu/baseline/best --teacher_cache memory --output_dir runs/gpu/magkd_ensemble
   pack magkd_ensemble
