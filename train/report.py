@@ -157,7 +157,8 @@ def render_training(report: dict[str, Any]) -> str:
         i = {k: ("n/a" if v is None else v) for k, v in m["run"].items()}
         i.update({k: m["run"][k] for k in ("train_img_per_s", "train_minutes", "validation_auroc_in_training",
                                             "distill")})
-        teachers = " + ".join(Path(t.strip()).parent.name for t in (i["distill"] or {}).get("teacher", "").split(","))
+        teachers = " + ".join(Path(t.strip()).parent.name
+                              for t in (i["distill"] or {}).get("teacher", "").split(","))
         dist = "-" if not i["distill"] else (f"from {teachers}: alpha/beta/gamma "
                                              f"{i['distill']['alpha']}/{i['distill']['beta']}/{i['distill']['gamma']},"
                                              f" T={i['distill']['kd_temperature']}")
@@ -380,12 +381,14 @@ def _model_row(name, title, fmt, files, pred, lv, lt, y_val, y_test, df_test, n_
                              **{k: c[k] for k in CALIBRATION_KEYS}})
         source = "fitted here on validation"
     m = evaluate_logits(y_test, lt, cfg, df_test, n_boot=n_boot)
-    m["source"] = {"model": ",".join(str(Path(f).parent) for f in files), "model_name": cfg.name, "backbone": cfg.backbone,
+    m["source"] = {"model": ",".join(str(Path(f).parent) for f in files), "model_name": cfg.name,
+                   "backbone": cfg.backbone,
                    "backend": pred.backend, "variant": pred.extra.get("onnx_variant", "fp32"), "sha256": pred.sha256,
                    "data": str(data), "split": "test", "tta": tta, "calibrated_here": False,
                    "calibration_source": source}
     write_outputs(Path(out) / "evaluation" / f"{name}-test", y_test, lt, m, df_test)
-    return {"name": name, "title": title, "format": fmt, "size_mb": sum(Path(f).stat().st_size for f in files) / 2**20,
+    return {"name": name, "title": title, "format": fmt,
+            "size_mb": sum(Path(f).stat().st_size for f in files) / 2**20,
             "calibration_source": source, "calibration": {k: getattr(cfg, k) for k in CALIBRATION_KEYS},
             "metrics": {k: v for k, v in m.items() if k not in ("reliability", "subgroups")}}
 
