@@ -154,9 +154,11 @@ def run_torch(model, x: np.ndarray, batch_size: int = 32) -> dict[str, np.ndarra
     return {n: np.concatenate(v) for n, v in out.items()}
 
 
-def check_parity(model, onnx_path: str | Path, x: np.ndarray) -> dict[str, float]:
-    """Max absolute difference ORT vs PyTorch for each output on images ``x`` (N, 3, S, S)."""
-    ref = run_torch(model, x)
+def check_parity(model, onnx_path: str | Path, x: np.ndarray,
+                 ref: dict[str, np.ndarray] | None = None) -> dict[str, float]:
+    """Max absolute difference ORT vs PyTorch for each output on images ``x`` (N, 3, S, S); ``ref`` = the PyTorch
+    outputs on ``x`` when already computed (``run_torch``)."""
+    ref = run_torch(model, x) if ref is None else ref
     got = run_onnx(make_session(onnx_path), x)
     out = {f"{n}_max_abs_diff": float(np.max(np.abs(ref[n] - got[n]))) for n in OUTPUT_NAMES}
     out["images"] = int(len(x))
@@ -410,7 +412,8 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, variant: str = "au
         tmp = Path(tmp)
         files = {"fp32": export_onnx(model, tmp / "fp32.onnx")}
         x_test, _ = load_images(cfg, "test", parity_images, data_dir=data_dir, manifest=manifest)
-        parity = check_parity(model, files["fp32"], x_test)
+        ref_test = run_torch(model, x_test)  # the PyTorch reference, once for every variant checked against it
+        parity = check_parity(model, files["fp32"], x_test, ref_test)
         parity["split"] = "test"
         logger.info("parity fp32 vs torch on %d test images: %s", len(x_test), parity)
         if "fp16w" in build:
@@ -450,7 +453,7 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, variant: str = "au
                 shutil.copy(f, Path(keep_variants) / f"{name}.onnx")
         shipped_parity = dict(parity)
         if chosen != "fp32":
-            shipped_parity = check_parity(model, files[chosen], x_test)
+            shipped_parity = check_parity(model, files[chosen], x_test, ref_test)
             shipped_parity["split"] = "test"
         selection = {"split": "validation", "images": int(len(y_val)), "auroc_tolerance": auroc_tolerance,
                      "min_band_agreement": min_band_agreement, "latency_threads": num_threads,
