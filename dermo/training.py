@@ -100,7 +100,7 @@ def _same_teacher(a: str, b: str) -> bool:
     return norm(a) == norm(b)
 
 
-def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor, image_ids: list | None,
+def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor | None, image_ids: list | None,
                    device) -> tuple[torch.Tensor, torch.Tensor]:
     """``cfg.distill.teacher_cache`` resolved: computed once ("memory"), or read from / written to a .pt file that
     records which teacher folders and training images it belongs to (a mismatch is an error, never silently reused).
@@ -136,12 +136,13 @@ def write_teacher_cache(cfg: RunConfig, device=None) -> Path:
     path = Path(cfg.distill.teacher_cache)
     if path.suffix != ".pt":
         raise ValueError(f"teacher_cache={cfg.distill.teacher_cache!r} is not a .pt file")
+    if path.is_file():  # only checked against the training images' ids and the teacher: nothing to decode
+        ids = load_split(cfg.data.data_dir, "train", cfg.data.manifest, limit=cfg.data.limit_train)["image_id"]
+        cached_teacher(cfg, [], None, ids.tolist(), torch.device("cpu"))
+        return path
     device = device or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    teachers, size = [], cfg.model.img_size
-    if not path.is_file():
-        teachers = load_teachers(cfg.distill.teacher, device)
-        size = max(t.config.img_size for t in teachers)
-    images, _, df = load_arrays(cfg, "train", size, cfg.data.limit_train)
+    teachers = load_teachers(cfg.distill.teacher, device)
+    images, _, df = load_arrays(cfg, "train", max(t.config.img_size for t in teachers), cfg.data.limit_train)
     cached_teacher(cfg, teachers, images, df["image_id"].tolist(), device)
     return path
 

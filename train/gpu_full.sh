@@ -27,32 +27,34 @@ COMMON="--data_dir /tmp/data/ham10000 --num_workers 16 --img_size 224 --batch_si
 # Each model is packed into $DEV_OUT as soon as it is trained, so a call stopped at its limit still brings back
 # what finished. The device tool returns at most 8 files of at most 16 MiB each, so a model's tar is cut into 15 MiB
 # parts (<name>.tar.00, .01, ...; a Lite2 teacher needs two). Unpack here with: cat X.tar.* | tar -xf -
-pack() { tar -cf - --exclude='checkpoints' "runs/gpu/$1" | split -b 15m -d - "$DEV_OUT/$1.tar."; }
+pack() { tar -cf - --exclude='checkpoints' "$1" | split -b 15m -d - "$DEV_OUT/${2:-$(basename "$1")}.tar."; }
 python -m train.train $COMMON --epochs $EPOCHS_T --backbone ${TEACHER_BACKBONE:-tf_efficientnet_lite0} --tta true \
   --name dermohelper-teacher --output_dir runs/gpu/teacher ${TEACHER_SIZE:+--img_size $TEACHER_SIZE}
-pack teacher
+pack runs/gpu/teacher
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-baseline \
   --output_dir runs/gpu/baseline
-pack baseline
+pack runs/gpu/baseline
 # The teacher runs once over the training images (teacher_cache=memory); its attention maps are warped with each
 # batch's augmentation, so the MAG-KD student trains at the baseline's speed.
 python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student \
   --teacher runs/gpu/teacher/best --teacher_cache memory --output_dir runs/gpu/magkd
-pack magkd
+pack runs/gpu/magkd
 # A second MAG-KD student (ENSEMBLE=0 skips it), distilled from the teacher and the baseline student averaged: on
-# CPU that ensemble was above both members on validation and its student beat the baseline, where the single teacher's
-# did not (reports/cpu_ensemble/). It runs last, so the three models above are packed even if the call runs out.
-# Report it with: python -m train.report --runs runs/gpu_ens --teacher runs/gpu/teacher/best,runs/gpu/baseline/best
+# CPU that ensemble was above both members on validation, and its seed-0 student beat the plain one (its seed-1
+# student did not; reports/cpu_ensemble/, reports/cpu_seed1/). It runs last, so the three models above are packed
+# even if the call runs out. To ship it (the reports expect <runs>/baseline and <runs>/magkd):
+#   mkdir runs/gpu_ens && ln -s ../gpu/baseline runs/gpu_ens/baseline && ln -s ../gpu/magkd_ensemble runs/gpu_ens/magkd
+#   TEACHER=runs/gpu/teacher/best,runs/gpu/baseline/best bash train/ship.sh runs/gpu_ens
 if [ "${ENSEMBLE:-1}" = 1 ]; then
   python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-ensemble-kd \
     --teacher runs/gpu/teacher/best,runs/gpu/baseline/best --teacher_cache memory --output_dir runs/gpu/magkd_ensemble
-  pack magkd_ensemble
+  pack runs/gpu/magkd_ensemble
 fi
 if [ "${SEARCH:-0}" = 1 ]; then
   OUT=runs/search REPORT=$DEV_OUT/search TEACHER=runs/gpu/teacher/best \
     EXTRA="--data_dir /tmp/data/ham10000 --num_workers 16" bash train/gpu_search.sh \
     || echo "search failed; training results kept"
   if [ -d runs/search/winner ]; then
-    tar -cf - --exclude='checkpoints' runs/search/winner | split -b 15m -d - "$DEV_OUT/search_winner.tar."
+    pack runs/search/winner search_winner
   fi
 fi

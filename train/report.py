@@ -264,20 +264,23 @@ def _teacher_members(teacher: str | None, runs: Path) -> list[Path]:
     return [Path(p.strip()) for p in (teacher or "").split(",") if p.strip()] or [runs / "teacher" / "best"]
 
 
+def _run_logits(best: Path, df_val, df_test, cache_dir, progress: bool):
+    """(run info, predictor, validation logits, test logits) of one trained ``best/`` folder, with the TTA its run
+    used."""
+    info, pred = run_info(best.parent), open_predictor(best, backend="torch")
+    logger.info("%s: logits on validation and test (tta=%s)", best, info["tta"])
+    lv = cached_logits(pred, df_val["path"].tolist(), info["tta"], cache_dir, progress=progress)
+    lt = cached_logits(pred, df_test["path"].tolist(), info["tta"], cache_dir, progress=progress)
+    return info, pred, lv, lt
+
+
 def _ensemble_logits(members: list[Path], df_val, df_test, cache_dir, progress: bool) -> dict[str, Any]:
     """An ensemble teacher as training distils from it: the mean of its members' raw logits (each member with the
     TTA it was trained to use), plus a description of its runs and a stand-in predictor for ``_model_row``."""
     import hashlib
     from types import SimpleNamespace
 
-    preds, infos, lv, lt = [], [], [], []
-    for m in members:
-        info, pred = run_info(m.parent), open_predictor(m, backend="torch")
-        logger.info("teacher member %s: logits on validation and test (tta=%s)", m, info["tta"])
-        lv.append(cached_logits(pred, df_val["path"].tolist(), info["tta"], cache_dir, progress=progress))
-        lt.append(cached_logits(pred, df_test["path"].tolist(), info["tta"], cache_dir, progress=progress))
-        preds.append(pred)
-        infos.append(info)
+    infos, preds, lv, lt = map(list, zip(*(_run_logits(m, df_val, df_test, cache_dir, progress) for m in members)))
     first = preds[0].config
     cfg = ModelConfig(**{**{k: getattr(first, k) for k in first.__dataclass_fields__}, "calibrated": False,
                          "name": "ensemble", "backbone": " + ".join(i["backbone"] for i in infos)})
@@ -334,11 +337,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
         if not (best / "config.json").is_file():
             logger.warning("no trained model at %s: skipped", best)
             continue
-        info = run_info(best.parent)
-        pred = open_predictor(best, backend="torch")
-        logger.info("%s: logits on validation and test (tta=%s)", name, info["tta"])
-        lv = cached_logits(pred, df_val["path"].tolist(), info["tta"], cache_dir, progress=progress)
-        lt = cached_logits(pred, df_test["path"].tolist(), info["tta"], cache_dir, progress=progress)
+        info, pred, lv, lt = _run_logits(best, df_val, df_test, cache_dir, progress)
         entry = training_entry(y_val, lv, y_test, lt, df_test, n_boot)
         models[name] = {"title": title, "model_dir": str(best), "sha256": pred.sha256, "run": info, **entry}
         rows.append(_model_row(name, title, "PyTorch fp32 (safetensors)", [best / "model.safetensors"], pred, lv,
