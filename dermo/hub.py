@@ -65,12 +65,13 @@ def verify_model_dir(model_dir: Path, source: str = "") -> None:
     hint = ("delete the cached copy (`huggingface-cli delete-cache`, or remove the folder) and pull again"
             if source else "export it again")
     cfg_path, onnx = model_dir / CONFIG_NAME, model_dir / ONNX_NAME
+    checked: dict[str, str] = {}  # name -> sha256 already computed here (model.onnx is in both places)
     if onnx.is_file() and cfg_path.is_file():
         expected = json.loads(cfg_path.read_text()).get("sha256")
         if not expected:
             logger.warning("%s has no sha256 for %s%s; the file cannot be verified", cfg_path, ONNX_NAME, where)
         else:
-            actual = sha256_file(onnx)
+            actual = checked[ONNX_NAME] = sha256_file(onnx)
             if actual != expected:
                 raise ModelIntegrityError(
                     f"{onnx}{where} is corrupted or was replaced: its sha256 {actual[:12]}... does not match "
@@ -79,7 +80,7 @@ def verify_model_dir(model_dir: Path, source: str = "") -> None:
     if sums.is_file():
         for name, expected in read_sums(sums).items():
             f = model_dir / name
-            if f.is_file() and sha256_file(f) != expected:
+            if f.is_file() and (checked.get(name) or sha256_file(f)) != expected:
                 raise ModelIntegrityError(f"{f}{where} does not match its sha256 in {SUMS_NAME}; {hint}")
 
 
