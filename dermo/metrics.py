@@ -683,6 +683,33 @@ def bootstrap_ci(
     return _percentile_ci(np.concatenate(values), alpha, label, n_boot)
 
 
+def paired_auroc_difference(
+    y: Any,
+    p_a: Any,
+    p_b: Any,
+    groups: Any = None,
+    n_boot: int = 1000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> Dict[str, Any]:
+    """AUROC(a) - AUROC(b) of two models scored on the same images, with a paired percentile bootstrap interval.
+
+    Both models are scored on each resample (images, or ``groups`` drawn with replacement as in
+    :func:`bootstrap_ci`), so the interval reflects the difference, not two independent intervals. Returns
+    ``{"difference", "ci" ([lo, hi] or None), "fraction_a_better"}``: the last is the share of resamples where a's
+    AUROC is above b's (a one-sided bootstrap reading, not a p-value).
+    """
+    yy, pa = _check_yp(y, p_a)
+    pb = _check_scores(p_b, yy.shape[0], "p_b")
+    n_boot, alpha = _check_boot_args(n_boot, alpha)
+    diffs = np.concatenate([_weighted_auroc(c, yy, pa) - _weighted_auroc(c, yy, pb)
+                            for c in _iter_count_chunks(yy.shape[0], groups, n_boot, seed)])
+    ci = _ci_or_none(_percentile_ci(diffs, alpha, "auroc difference", n_boot))
+    finite = diffs[np.isfinite(diffs)]
+    return {"difference": auroc(yy, pa) - auroc(yy, pb), "ci": ci,
+            "fraction_a_better": float((finite > 0).mean()) if finite.size else None}
+
+
 # --------------------------------------------------------------------------
 # reports
 # --------------------------------------------------------------------------
