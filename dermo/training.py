@@ -86,11 +86,14 @@ def load_teachers(spec: str, device) -> list:
 
 
 def save_teacher_outputs(path: str | Path, teacher: str, image_ids: list, logits: torch.Tensor,
-                         attention: torch.Tensor) -> None:
-    """Write a ``distill.teacher_cache`` file: the outputs of ``teacher`` on the training images ``image_ids``."""
+                         attention: torch.Tensor, attention_teacher: str = "") -> None:
+    """Write a ``distill.teacher_cache`` file: the outputs of ``teacher`` on the training images ``image_ids`` (the
+    maps those of ``attention_teacher`` when one is named)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"key": {"teacher": teacher, "image_ids": image_ids}, "logits": logits.float().cpu(),
-                "attention": attention.float().cpu()}, path)
+    key = {"teacher": teacher, "image_ids": image_ids}
+    if attention_teacher:
+        key["attention_teacher"] = attention_teacher
+    torch.save({"key": key, "logits": logits.float().cpu(), "attention": attention.float().cpu()}, path)
 
 
 def _same_teacher(a: str, b: str) -> bool:
@@ -115,6 +118,10 @@ def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor | None, 
         if not _same_teacher(key.get("teacher", ""), cfg.distill.teacher):
             raise ValueError(f"teacher_cache {path} holds the outputs of {key.get('teacher')!r}, not of --teacher "
                              f"{cfg.distill.teacher!r}")
+        if key.get("attention_teacher", "") != cfg.distill.attention_teacher:
+            raise ValueError(f"teacher_cache {path} holds the attention maps of "
+                             f"{key.get('attention_teacher') or 'the teacher'!r}, not of --attention_teacher "
+                             f"{cfg.distill.attention_teacher or 'the teacher'!r}")
         logger.info("teacher outputs from %s", path)
         return blob["logits"].to(device), blob["attention"].to(device)
     if not teachers:
@@ -124,8 +131,15 @@ def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor | None, 
     t0 = time.perf_counter()
     logits, att = precompute_teacher(teachers, images, progress=cfg.train.progress)
     logger.info("teacher outputs for %d images in %.0f s", len(images), time.perf_counter() - t0)
+    if cfg.distill.attention_teacher:
+        from .saliency import attention_targets
+
+        t0 = time.perf_counter()
+        att = attention_targets(cfg.distill.attention_teacher, images, progress=cfg.train.progress)
+        logger.info("%s attention maps %s for %d images in %.0f s", cfg.distill.attention_teacher,
+                    tuple(att.shape[1:]), len(images), time.perf_counter() - t0)
     if path.endswith(".pt"):
-        save_teacher_outputs(path, cfg.distill.teacher, image_ids, logits, att)
+        save_teacher_outputs(path, cfg.distill.teacher, image_ids, logits, att, cfg.distill.attention_teacher)
     return logits.to(device), att.to(device)
 
 

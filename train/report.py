@@ -82,7 +82,8 @@ def run_info(run_dir: Path) -> dict[str, Any]:
             "seed": train.get("seed"), "tta": bool(train.get("tta", False)),
             "freeze_backbone": bool(train.get("freeze_backbone", False)),
             "teacher_cache": distill.get("teacher_cache") or None,
-            "distill": ({k: distill[k] for k in ("teacher", "alpha", "beta", "gamma", "kd_temperature")}
+            "distill": ({**{k: distill[k] for k in ("teacher", "alpha", "beta", "gamma", "kd_temperature")},
+                         "attention_teacher": distill.get("attention_teacher", "")}
                         if distill.get("teacher") else None),
             "train_img_per_s": img_s, "train_minutes": None if secs is None else secs / 60.0,
             "validation_auroc_in_training": (met.get("validation") or {}).get("auroc")}
@@ -166,6 +167,8 @@ def render_training(report: dict[str, Any]) -> str:
                 False: "scratch"}.get(m["run"]["pretrained"], "n/a")
         if m["run"].get("freeze_backbone"):
             init += ", frozen (head trained on cached features)"
+        if i["distill"] and i["distill"].get("attention_teacher"):
+            dist += f"; attention targets: {i['distill']['attention_teacher']} (dermo.saliency)"
         if m["run"].get("teacher_cache") and i["distill"]:
             dist += " (teacher outputs cached, maps warped with the augmentation)"
         lines.append(f"| {m['title']} | {i['backbone']} | {init} | "
