@@ -409,3 +409,25 @@ def test_temperature_bias_recovers_known_values():
     assert abs(T - 2.0) < 0.2 and abs(b + 0.7) < 0.1
     p = M.apply_temperature(np.stack([np.zeros(3), np.array([0.0, 2.0, -2.0])], 1), 2.0, -0.7)
     np.testing.assert_allclose(p, 1 / (1 + np.exp(-(np.array([0.0, 1.0, -1.0]) - 0.7))))
+
+
+def test_paired_auroc_difference_is_paired_and_matches_per_resample_aurocs():
+    y, p = _toy(n=200)
+    rng = np.random.default_rng(3)
+    g = np.arange(200) // 2
+    noisy = np.clip(p + rng.normal(0, 0.05, size=p.shape), 0, 1)  # a slightly worse copy of p
+    d = M.paired_auroc_difference(y, p, noisy, groups=g, n_boot=400, seed=1)
+    assert d["difference"] == pytest.approx(M.auroc(y, p) - M.auroc(y, noisy))
+    # the same resamples score both models: the difference's CI is the quantiles of per-resample differences
+    counts = M.bootstrap_counts(len(y), groups=g, n_boot=400, seed=1)
+    diffs = M._weighted_auroc(counts, y, p) - M._weighted_auroc(counts, y, noisy)
+    assert d["ci"] == pytest.approx(list(np.quantile(diffs, [0.025, 0.975])))
+    assert d["fraction_a_better"] == pytest.approx((diffs > 0).mean())
+    # pairing: the interval of a difference between near-identical models is far narrower than either AUROC's own
+    lo, hi = M.bootstrap_ci(M.auroc, y, p, groups=g, n_boot=400, seed=1)
+    assert d["ci"][1] - d["ci"][0] < 0.5 * (hi - lo)
+    # a model against itself: exactly zero everywhere, and never "better"
+    same = M.paired_auroc_difference(y, p, p, groups=g, n_boot=100)
+    assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["fraction_a_better"] == 0.0
+    with pytest.raises(ValueError, match="equal lengths"):
+        M.paired_auroc_difference(y, p, p[:-1])
