@@ -55,6 +55,7 @@ def test_upload_shows_band_and_heatmap(tmp_path, tiny_data):
                 heat = page.locator("#dh-heatmap img[src*='/file=']")
                 expect(heat.first).to_be_visible(timeout=30_000)
                 assert heat.first.evaluate("im => im.complete && im.naturalWidth > 0")
+                expect(page.locator("#dh-heatmap-note")).to_contain_text("not an outline")  # how to read the map
                 expect(page.get_by_role("button", name="Download result (PNG)")).to_be_visible()
                 SCREENSHOT.parent.mkdir(exist_ok=True)
                 page.screenshot(path=str(SCREENSHOT), full_page=True)

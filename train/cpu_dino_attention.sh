@@ -33,6 +33,6 @@ if [ "$SEED" = 0 ]; then
   for split in validation test; do
     python -m dermo.focus --model runs/cpu_long/teacher/best --model runs/cpu_long/baseline/best \
       --model runs/cpu_ensemble/magkd/best --model $OUT/magkd/best --dinov2 --split $split \
-      --out reports/focus$([ $split = test ] || echo _$split)
+      --examples $([ $split = test ] && echo 8 || echo 0) --out reports/focus$([ $split = test ] || echo _$split)
   done
 fi
