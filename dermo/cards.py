@@ -99,12 +99,14 @@ class Reports:
     evaluations: dict[str, dict[str, Any]] = field(default_factory=dict)  # folder name -> metrics.json
     inference: Any = None
     quality_gate: Any = None
+    focus: Any = None  # reports/focus.json (dermo.focus): where each model's attention map rests, test split
 
 
 def load_reports(reports_dir: str | Path = "reports") -> Reports:
     root = Path(reports_dir)
     rep = Reports(root=root, training=_read_json(root / "training.json"),
-                  inference=_read_json(root / "inference.json"), quality_gate=_read_json(root / "quality_gate.json"))
+                  inference=_read_json(root / "inference.json"), quality_gate=_read_json(root / "quality_gate.json"),
+                  focus=_read_json(root / "focus.json"))
     ev = root / "evaluation"
     if ev.is_dir():
         for metrics in sorted(ev.glob("*/metrics.json")):
@@ -401,6 +403,24 @@ def _usage(repo_id: str, info: ModelInfo) -> str:
     return "\n\n".join(parts)
 
 
+def focus_line(reports: Reports, info: ModelInfo) -> str:
+    """The card's limitation bullet on the attention map, from this model's row of reports/focus.json (matched by
+    the weights' sha256 or the folder pushed); says "not measured" when it has none."""
+    rows = (reports.focus or {}).get("models", []) if isinstance(reports.focus, dict) else []
+    norm = {str(Path(p).resolve()) for p in info.paths}
+    row = next((r for r in rows if (info.safetensors_sha256 and r.get("sha256") == info.safetensors_sha256)
+                or (r.get("model_dir") and str(Path(r["model_dir"]).resolve()) in norm)), None)
+    head = "- **The attention map is not a segmentation.** It shows where this model pooled its features. "
+    if row is None:
+        return head + "Whether it rests on the lesion has not been measured for this model."
+    where = "mostly on the lesion" if row["lift_median"] > 1 else "mostly on the skin around the lesion"
+    peak = "" if row.get("peak_on_lesion") is None else (
+        f"; its highest cell is on the lesion in {row['peak_on_lesion']:.0%} of them")
+    return (head + f"On the {reports.focus.get('split', 'test')} split it rests {where}: against proxy lesion masks "
+            f"(dark central region), the median image puts {row['lift_median']:.2f}x the attention a uniform map "
+            f"would on the lesion{peak} (`python -m dermo.focus`).")
+
+
 def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id: str | None = None,
                      evaluations: list[str] | None = None, manifest: str | Path = DEFAULT_MANIFEST) -> ModelCard:
     """The README.md of a model repository, every figure read from ``reports`` / the model's own files."""
@@ -557,7 +577,7 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
              "rare melanoma subtypes, non-lesion skin) were never seen.\n"
              "- **Bands are population statistics.** A band's malignancy rate is measured on the HAM10000 test split, "
              f"whose malignant share ({facts['test_malignant_share']}) is far higher than among moles people worry "
-             "about at home.")
+             "about at home.\n" + focus_line(reports, info))
     s.append("## How to use\n" + _usage(repo_id, info))
     s.append("## Citation\n```bibtex\n" + BIBTEX + "\n```")
     s.append("## License\nWeights and ONNX files: CC BY-NC-SA 4.0, as derivatives of HAM10000 (see `LICENSE`). "

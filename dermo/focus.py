@@ -115,6 +115,7 @@ def run(model_dirs: Sequence[str], data_dir: str, split: str, manifest: str | No
     import torch
 
     from .data import decode_images, load_split
+    from .inference import sha256_file
     from .models import load_model, predict_logits
 
     df = load_split(data_dir, split, manifest, limit=limit)
@@ -153,7 +154,10 @@ def run(model_dirs: Sequence[str], data_dir: str, split: str, manifest: str | No
         grid = tuple(att.shape[1:])
         rows = [focus_scores(att[i], mask_on_grid(masks[i], grid)) for i in idx]
         name = f"{cfg.name} ({cfg.backbone} @ {cfg.img_size})"
-        result["models"].append({"name": name, "model_dir": str(d), "grid": list(grid), **_summary(rows)})
+        weights = Path(d) / "model.safetensors"
+        sha = sha256_file(weights) if weights.is_file() else None  # model cards find their row by it
+        result["models"].append({"name": name, "model_dir": str(d), "sha256": sha, "grid": list(grid),
+                                 **_summary(rows)})
         maps[name] = att
         logger.info("%s: %s", name, result["models"][-1])
     if out:

@@ -453,3 +453,21 @@ def test_card_names_the_teacher_or_the_ensemble(tiny_model, tmp_path):
     assert _role(ens) == (f"MAG-KD student (distilled from an ensemble teacher: `{backbone}` + `{backbone}`, "
                           "logits averaged)")
     assert _role(ModelInfo(config={"name": "dermohelper-teacher"})) == "teacher"
+
+
+def test_card_says_where_the_attention_map_rests(tiny_model, tiny_data, tiny_manifest, tmp_path):
+    """The limitation bullet on the heatmap comes from reports/focus.json (the real dermo.focus on the tiny model),
+    matched by the weights' sha256; a model without a row is said to be unmeasured."""
+    from dermo import focus
+
+    reports = tmp_path / "reports"
+    res = focus.run([str(tiny_model)], str(tiny_data), "test", str(tiny_manifest), examples=0,
+                    out=reports / "focus")
+    row = res["models"][-1]
+    assert row["sha256"] == sha256_file(tiny_model / "model.safetensors")
+    text = (hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry") / "README.md").read_text()
+    line = next(x for x in text.splitlines() if "not a segmentation" in x)
+    assert f"{row['lift_median']:.2f}x" in line
+    assert ("mostly on the lesion" if row["lift_median"] > 1 else "mostly on the skin around the lesion") in line
+    bare = hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry2")
+    assert "has not been measured for this model" in (bare / "README.md").read_text()
