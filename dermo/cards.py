@@ -415,7 +415,7 @@ def focus_line(reports: Reports, info: ModelInfo) -> str:
         return head + "Whether it rests on the lesion has not been measured for this model."
     where = "mostly on the lesion" if row["lift_median"] > 1 else "mostly on the skin around the lesion"
     peak = "" if row.get("peak_on_lesion") is None else (
-        f"; its highest cell is on the lesion in {row['peak_on_lesion']:.0%} of them")
+        f"; the map's highest cell is on the lesion in {row['peak_on_lesion']:.0%} of the images")
     return (head + f"On the {reports.focus.get('split', 'test')} split it rests {where}: against proxy lesion masks "
             f"(dark central region), the median image puts {row['lift_median']:.2f}x the attention a uniform map "
             f"would on the lesion{peak} (`python -m dermo.focus`).")
