@@ -205,8 +205,10 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(60, CA
             verdict = gr.HTML("<p>Upload or take a photo, then press <b>Analyse photo</b>.</p>")
             heatmap = gr.Image(label="Where the model looked (brighter = more attention)", type="pil",
                                interactive=False, height=360, format="jpeg", elem_id="dh-heatmap")
-            gr.Markdown("Brighter = the parts of the photo the model weighed most. It is not an outline of the spot: "
-                        "the bundled model weighs mostly the skin around it (measured in `reports/focus.md`).",
+            # Model-independent on purpose: how much of the map lies on the lesion is measured per model
+            # (python -m dermo.focus; the bundled model's map rests mostly on the skin around it, reports/focus.md).
+            gr.Markdown("Brighter = the parts of the photo the model weighed most. It is not an outline of the spot, "
+                        "and it may rest more on the skin around the spot than on the spot itself.",
                         elem_id="dh-heatmap-note")
             report_file = gr.DownloadButton("Download result (PNG)", visible=False)
     gr.Markdown(f"Model: {MODEL_INFO['name']} {MODEL_INFO['version']} (sha256 {MODEL_INFO['sha256'][:12]}...). "
