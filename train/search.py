@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from dermo import metrics as M
-from dermo.config import RunConfig, flat_fields
+from dermo.config import REPORT_FOOTER, RunConfig, flat_fields
 from train.cli import build_parser, resolve, setup_logging
 
 logger = logging.getLogger("train.search")
@@ -680,8 +680,7 @@ def render_markdown(rep: dict) -> str:
             L.append(f"| {r['concurrency']} | {_fmt(r['wall_s'], 1)} | {_fmt(r['img_per_s'], 0)} | "
                      f"{_fmt(r['img_per_s'] / base if base else None, 2)} |")
     L.append("")
-    L.append("DermoHelper is a triage aid, not a diagnosis. Data: HAM10000 (Tschandl et al. 2018, "
-             "doi:10.1038/sdata.2018.161, CC BY-NC-SA 4.0).")
+    L.append(REPORT_FOOTER)
     return "\n".join(L) + "\n"
 
 

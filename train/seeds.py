@@ -19,10 +19,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from dermo import metrics as M
-from dermo.config import DEFAULT_MANIFEST
-
-DISCLAIMER = "DermoHelper is a triage aid, not a diagnosis."
-DATA_CITATION = "Data: HAM10000 (Tschandl et al. 2018, doi:10.1038/sdata.2018.161, CC BY-NC-SA 4.0)."
+from dermo.config import DEFAULT_MANIFEST, REPORT_FOOTER
 
 
 def _predictions(folder: Path, model: str) -> pd.DataFrame:
@@ -110,7 +107,7 @@ def render(result: dict[str, Any]) -> str:
             f"| {b} | {_ms(s['b_validation_auroc'])} | {_ms(s['b_test_auroc'])} |",
             f"| {a} - {b} | {_ms(s['validation_difference'], True)} | {_ms(s['test_difference'], True)} |", "",
             f"{a} is above {b} on validation in {s['seeds_a_better_on_validation']} of {len(rows)} seeds and on test "
-            f"in {s['seeds_a_better_on_test']} of {len(rows)}.", "", DISCLAIMER + " " + DATA_CITATION, ""]
+            f"in {s['seeds_a_better_on_test']} of {len(rows)}.", "", REPORT_FOOTER, ""]
     return "\n".join(out)
 
 

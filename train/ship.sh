@@ -20,8 +20,8 @@ python benchmarks/inference.py --json reports/inference.json --md reports/infere
 python benchmarks/quality_gate.py --json reports/quality_gate.json
 python benchmarks/app.py --json reports/app_benchmark.json
 # Where the heatmaps rest (the cards quote the shipped model's and the teacher's rows).
-python -m dermo.focus --model "${TEACHER%%,*}" --model $RUNS/baseline/best --model $RUNS/$SHIP/best --dinov2 \
-  --split test --out reports/focus
+python -m dermo.focus --model "${TEACHER%%,*}" --model $RUNS/baseline/best \
+  $([ "$SHIP" = baseline ] || echo "--model $RUNS/$SHIP/best") --dinov2 --split test --out reports/focus
 # Model cards exactly as a push would upload them (no network): kept in reports/cards/ for review.
 mkdir -p reports/cards && rm -rf outputs/hub_student outputs/hub_teacher  # dry-run folders must be new
 python -m dermo.hub push-model --model $RUNS/$SHIP/best --onnx dermo/assets --repo dermohelper/dermohelper-student \
