@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full training run on one lent GPU (H100/H200), in ONE device call of <= 10 minutes:
 #   teacher (tf_efficientnet_lite0, ImageNet init, 224 px, TTA) -> baseline student and MAG-KD student
-#   (mobilenetv2_100, ImageNet init, 224 px, same seed and budget), then a MAG-KD student of the teacher+baseline
+#   (mobilenetv2_100, ImageNet init, 224 px, 30 epochs, same seed and budget), then a MAG-KD student of the teacher+baseline
 #   ensemble. About 5 minutes for the first three on an H100/H200 by the throughputs in ../shared/GPU.md (lite0
 #   ~3,250 img/s, mobilenet ~3,500 img/s at batch 128), under 2 more for the fourth; not yet run.
 # The 36-config search is a second call of its own (SEARCH=1 adds it here, which needs more than one 10-minute call).
@@ -14,7 +14,7 @@
 set -euo pipefail
 DEV_OUT=${OUT:-/tmp/out}  # the device tool's folder that comes back
 EPOCHS_T=${EPOCHS_T:-30}
-EPOCHS_S=${EPOCHS_S:-40}
+EPOCHS_S=${EPOCHS_S:-30}
 mkdir -p /tmp/data "$DEV_OUT" && tar -xzf .carry/ham10000.tar.gz -C /tmp/data
 export DERMO_PRETRAINED_DIR=$PWD/.carry/weights PYTHONPATH=$PWD
 # EXTRA: more flags, appended (later flags win), e.g. the CPU smoke test of this script:
@@ -27,7 +27,13 @@ COMMON="--data_dir /tmp/data/ham10000 --num_workers 16 --img_size 224 --batch_si
 # Each model is packed into $DEV_OUT as soon as it is trained, so a call stopped at its limit still brings back
 # what finished. The device tool returns at most 8 files of at most 16 MiB each, so a model's tar is cut into 15 MiB
 # parts (<name>.tar.00, .01, ...; a Lite2 teacher needs two). Unpack here with: cat X.tar.* | tar -xf -
-pack() { tar -cf - --exclude='checkpoints' "$1" | split -b 15m -d - "$DEV_OUT/${2:-$(basename "$1")}.tar."; }
+pack() {
+  tar -cf - --exclude='checkpoints' "$1" | split -b 15m -d - "$DEV_OUT/${2:-$(basename "$1")}.tar."
+  echo "packed $1 at $(( $(date +%s) - T0 )) s"
+}
+T0=$(date +%s)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+python -c "import sys, torch, timm, accelerate; print(sys.version.split()[0], torch.__version__, timm.__version__, accelerate.__version__)"
 python -m train.train $COMMON --epochs $EPOCHS_T --backbone ${TEACHER_BACKBONE:-tf_efficientnet_lite0} --tta true \
   --name dermohelper-teacher --output_dir runs/gpu/teacher ${TEACHER_SIZE:+--img_size $TEACHER_SIZE}
 pack runs/gpu/teacher
@@ -49,6 +55,14 @@ if [ "${ENSEMBLE:-1}" = 1 ]; then
   python -m train.train $COMMON --epochs $EPOCHS_S --backbone mobilenetv2_100 --name dermohelper-student-ensemble-kd \
     --teacher runs/gpu/teacher/best,runs/gpu/baseline/best --teacher_cache memory --output_dir runs/gpu/magkd_ensemble
   pack runs/gpu/magkd_ensemble
+fi
+# The training-throughput benchmark (issue 3's img/s target), last: it only times, so a call that runs out loses
+# nothing else. Its json/md come back as one tar (the device tool returns at most 8 files).
+if [ "${SPEED:-1}" = 1 ]; then
+  mkdir -p runs/gpu/speed
+  timeout 150 python benchmarks/train_speed.py --json runs/gpu/speed/train_speed.json \
+    --md runs/gpu/speed/train_speed.md ${SPEED_ARGS:-} || echo "speed benchmark failed or timed out"
+  pack runs/gpu/speed
 fi
 if [ "${SEARCH:-0}" = 1 ]; then
   OUT=runs/search REPORT=$DEV_OUT/search TEACHER=runs/gpu/teacher/best \
