@@ -75,6 +75,27 @@ def measure(backbone: str, args, accelerator, magkd: bool = False) -> dict:
     return row
 
 
+def rows_from_log(path: str, args) -> dict:
+    """The rows this script printed into a log, with the GPU name (nvidia-smi's csv line) and the torch version
+    (``python torch timm accelerate`` versions line) that train/gpu_full.sh prints first."""
+    rows, device, torch_version = [], "unknown device", "unknown"
+    for line in Path(path).read_text(errors="replace").splitlines():
+        line = line.strip()
+        if line.startswith("{") and '"img_per_s"' in line and '"backbone"' in line:
+            rows.append(json.loads(line))
+        elif device == "unknown device" and line.startswith("NVIDIA") and "," in line:
+            device = line.split(",")[0].strip()
+        elif torch_version == "unknown" and len(line.split()) == 4 and line.split()[0][:1].isdigit():
+            torch_version = line.split()[1]
+    if not rows:
+        raise SystemExit(f"{path}: no benchmark rows found")
+    wanted = list(args.backbones) + [b + " + MAG-KD (cached teacher)" for b in args.magkd]
+    missing = [b for b in wanted if b not in {r["backbone"] for r in rows}]
+    return {"device": device, "torch": torch_version, "mixed_precision": "bf16" if device != "unknown device" else
+            "unknown", "img_size": args.img_size, "batch_size": args.batch_size, "rows": rows,
+            "source_log": path, "missing": missing}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbones", nargs="+", default=DEFAULT_BACKBONES)
@@ -87,28 +108,40 @@ def main(argv=None) -> dict:
     ap.add_argument("--mixed-precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
     ap.add_argument("--json", default="")
     ap.add_argument("--md", default="")
+    ap.add_argument("--rows-from", default="",
+                    help="measure nothing: rebuild the report from the rows this script printed into a log (a run "
+                         "stopped before it wrote its files), with train/gpu_full.sh's GPU and version lines")
     args = ap.parse_args(argv)
-    accelerator = _accelerator(RunConfig().override(mixed_precision=args.mixed_precision))
-    rows = []
-    for b in args.backbones:
-        rows.append(measure(b, args, accelerator))
-        print(json.dumps(rows[-1]), flush=True)
-    for b in args.magkd:
-        rows.append(measure(b, args, accelerator, magkd=True))
-        print(json.dumps(rows[-1]), flush=True)
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
-    result = {"device": device, "torch": torch.__version__, "mixed_precision": accelerator.mixed_precision,
-              "img_size": args.img_size, "batch_size": args.batch_size, "rows": rows,
-              "command": "python benchmarks/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    command = "python benchmarks/train_speed.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.rows_from:
+        result = rows_from_log(args.rows_from, args)
+        result["command"] = command
+    else:
+        accelerator = _accelerator(RunConfig().override(mixed_precision=args.mixed_precision))
+        rows = []
+        for b in args.backbones:
+            rows.append(measure(b, args, accelerator))
+            print(json.dumps(rows[-1]), flush=True)
+        for b in args.magkd:
+            rows.append(measure(b, args, accelerator, magkd=True))
+            print(json.dumps(rows[-1]), flush=True)
+        device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
+        result = {"device": device, "torch": torch.__version__, "mixed_precision": accelerator.mixed_precision,
+                  "img_size": args.img_size, "batch_size": args.batch_size, "rows": rows, "command": command}
+    rows = result["rows"]
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(result, indent=1))
     if args.md:
-        lines = [f"# Training throughput ({device})", "",
+        lines = [f"# Training throughput ({result['device']})", "",
                  f"`{result['command']}`: the training loop's own epoch function, data resident on the device and "
                  f"augmented there, batch {args.batch_size}, {args.img_size} px, mixed precision "
-                 f"{result['mixed_precision']}, torch {torch.__version__}; {args.steps} steps timed after "
-                 f"{args.warmup} warm-up steps, random weights and images.", "",
+                 f"{result['mixed_precision']}, torch {result['torch']}; {args.steps} steps timed after "
+                 f"{args.warmup} warm-up steps, random weights and images.", ""]
+        if result.get("source_log"):
+            lines += [f"Rows as printed into `{result['source_log']}` by the run there; not measured: "
+                      f"{', '.join(result['missing']) or 'none'} (the run stopped first).", ""]
+        lines += [
                  "| model | img/s | issue 3's table (H200) | speedup | target 2x |", "|---|---|---|---|---|"]
         for r in rows:
             ref = f"{r['reference_img_per_s']:,.0f}" if "reference_img_per_s" in r else "-"

@@ -127,3 +127,34 @@ def test_cached_teacher_outputs_memory_and_file(tiny_data, tiny_manifest, tmp_pa
         run(cfg.override(output_dir=str(tmp_path / "s_bad"), teacher_cache=str(cache), limit_train=8))
     with pytest.raises(ValueError, match="teacher_cache"):
         RunConfig().override(teacher_cache="teacher.npz")
+
+
+def test_train_speed_benchmark_and_rows_from_log(tmp_path, capsys):
+    """benchmarks/train_speed.py times the loop's own epoch function (plain and MAG-KD with a cached teacher), and
+    rebuilds its report from the rows a stopped run printed into a log."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "train_speed.py"
+    spec = importlib.util.spec_from_file_location("train_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.main(["--backbones", "test_efficientnet", "--magkd", "test_efficientnet", "--img-size", "32",
+                      "--batch-size", "4", "--steps", "2", "--warmup", "1", "--json", str(tmp_path / "s.json"),
+                      "--md", str(tmp_path / "s.md")])
+    assert [r["backbone"] for r in res["rows"]] == ["test_efficientnet", "test_efficientnet + MAG-KD (cached teacher)"]
+    assert all(r["img_per_s"] > 0 and r["steps"] == 2 for r in res["rows"])
+    assert "| test_efficientnet | " in (tmp_path / "s.md").read_text()
+    printed = capsys.readouterr().out
+    log = tmp_path / "log"
+    log.write_text("NVIDIA H200, 143771 MiB, 580.1\n3.12.3 2.11.0+cu130 1.0.29 1.15.0\nnoise\n" + printed
+                   .splitlines()[0] + "\n" + json.dumps({"backbone": "efficientnet_b4", "img_per_s": 2654.0,
+                                                        "seconds": 1.0, "steps": 40, "reference_img_per_s": 1327.0,
+                                                        "speedup": 2.0, "meets_2x": True}) + "\n")
+    res = bench.main(["--rows-from", str(log), "--backbones", "test_efficientnet", "efficientnet_b4",
+                      "--magkd", "test_efficientnet", "--md", str(tmp_path / "r.md")])
+    assert res["device"] == "NVIDIA H200" and res["torch"] == "2.11.0+cu130"
+    assert res["missing"] == ["test_efficientnet + MAG-KD (cached teacher)"]
+    md = (tmp_path / "r.md").read_text()
+    assert "| efficientnet_b4 | 2,654 | 1,327 | 2.00x | met |" in md
+    assert "not measured: test_efficientnet + MAG-KD (cached teacher)" in md

@@ -84,7 +84,8 @@ def _ms(s: dict[str, Any], signed: bool = False) -> str:
 
 def render(result: dict[str, Any]) -> str:
     a, b, rows, s = result["a"], result["b"], result["seeds"], result["summary"]
-    out = [f"# {a} vs {b} over {len(rows)} seeds", "", f"Command: `{result['command']}`", ""]
+    title = result.get("title") or f"{a} vs {b} over {len(rows)} seeds"
+    out = [f"# {title}", "", f"Command: `{result['command']}`", ""]
     if result.get("note"):
         out += [result["note"], ""]
     out += ["Per seed: validation AUROC (the split that chooses models), test AUROC [95% lesion-grouped bootstrap "
@@ -119,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--manifest", default=str(DEFAULT_MANIFEST), help="split manifest with lesion_id per image")
     ap.add_argument("--n_boot", type=int, default=1000)
     ap.add_argument("--note", default="", help="a line under the title: what the runs are")
+    ap.add_argument("--title", default="", help="the report's title (default: '<a> vs <b> over N seeds')")
     ap.add_argument("--out", required=True, help="writes OUT.md and OUT.json")
     args = ap.parse_args(argv)
     man = pd.read_csv(args.manifest, dtype={"image_id": str, "lesion_id": str})
@@ -126,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [seed_row(f, args.a, args.b, lesions, args.n_boot) for f in args.reports]
     if len({r["seed"] for r in rows}) != len(rows):
         raise SystemExit(f"the folders repeat a seed: {[r['seed'] for r in rows]}")
-    result = {"a": args.a, "b": args.b, "n_boot": args.n_boot, "note": args.note,
+    result = {"a": args.a, "b": args.b, "n_boot": args.n_boot, "note": args.note, "title": args.title,
               "command": "python -m train.seeds " + " ".join(args.reports) + f" --a {args.a} --b {args.b} --out {args.out}",
               "seeds": rows, "summary": summarize(rows)}
     out = Path(args.out)
