@@ -1,6 +1,6 @@
 """Where do the attention maps rest? A measured answer on a labelled folder, without segmentation labels.
 
-    python -m dermo.focus --model models/cpu_long/teacher --model models/cpu_ensemble/magkd --dinov2 \
+    python -m dermo.focus --model models/gpu/teacher --model models/gpu/magkd_ensemble --dinov2 \
         --data ../shared/data/ham10000 --split test --out reports/focus
 
 HAM10000 as used here has no lesion masks, so each image gets a **proxy mask** (:func:`lesion_mask`): the dark

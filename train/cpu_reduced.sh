@@ -13,7 +13,7 @@ python -m train.train $COMMON --backbone mobilenetv2_100 --name dermohelper-stud
   --teacher $OUT/teacher/best --output_dir $OUT/magkd
 # What we tried for the distillation gap: the same student and budget, distilled from an ensemble of the teacher
 # and the baseline student (logits and attention maps averaged). Not shipped; evaluated on test by
-# python -m dermo.evaluate --model $OUT/magkd_ensemble/best --split test (reports/evaluation/magkd_ensemble_3ep-test).
+# python -m dermo.evaluate --model $OUT/magkd_ensemble/best --split test (reports/cpu_reduced/evaluation/magkd_ensemble_3ep-test).
 if [ "${ENSEMBLE:-1}" = 1 ]; then
   python -m train.train $COMMON --backbone mobilenetv2_100 --name dermohelper-student-ensemble-kd \
     --teacher $OUT/teacher/best,$OUT/baseline/best --output_dir $OUT/magkd_ensemble
