@@ -158,3 +158,28 @@ def test_train_speed_benchmark_and_rows_from_log(tmp_path, capsys):
     md = (tmp_path / "r.md").read_text()
     assert "| efficientnet_b4 | 2,654 | 1,327 | 2.00x | met |" in md
     assert "not measured: test_efficientnet + MAG-KD (cached teacher)" in md
+
+
+def test_pack_carry_trained_folders_as_fp16(tmp_path, monkeypatch):
+    """train.pack_carry --trained mirrors a trained model folder under the carry folder with fp16 weights, and
+    load_model reads it back strictly into an fp32 module close to the original; a path outside the repo is refused."""
+    from dermo.config import ModelConfig
+    from dermo.models import LesionClassifier
+    from train import pack_carry
+
+    monkeypatch.chdir(tmp_path)
+    model = LesionClassifier(ModelConfig(backbone="test_efficientnet", img_size=32))
+    model.save_pretrained("runs/x/teacher/best")
+    pack_carry.main(["--no-data", "--models", "--out", "carry", "--trained", "runs/x/teacher/best"])
+    from safetensors.torch import load_file
+
+    packed = load_file("carry/runs/x/teacher/best/model.safetensors")
+    assert all(v.dtype == torch.float16 for v in packed.values() if v.is_floating_point())
+    back = load_model("carry/runs/x/teacher/best")
+    ref = model.state_dict()
+    for k, v in back.state_dict().items():
+        assert v.dtype == ref[k].dtype
+        if v.is_floating_point():
+            assert torch.allclose(v, ref[k], rtol=1e-3, atol=1e-3), k
+    with pytest.raises(SystemExit):
+        pack_carry.main(["--no-data", "--models", "--out", "carry", "--trained", str(tmp_path / "runs/x/teacher/best")])

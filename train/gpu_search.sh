@@ -26,12 +26,15 @@ CONCURRENCY=${CONCURRENCY:-8}
 DEADLINE=${DEADLINE:-330}
 BENCH=${BENCH:-1,4,8}
 EXTRA=${EXTRA:-}
-if [ ! -f "$TEACHER/config.json" ]; then
-  echo "no teacher at $TEACHER (train it first, or set TEACHER=...)" >&2
-  exit 2
-fi
+IFS=, read -r -a MEMBERS <<< "$TEACHER"  # an ensemble teacher: folders separated by commas
+for m in "${MEMBERS[@]}"; do
+  if [ ! -f "$m/config.json" ]; then
+    echo "no teacher at $m (train it first, or set TEACHER=...)" >&2
+    exit 2
+  fi
+done
 # shellcheck disable=SC2086
-python -m train.search --teacher "$TEACHER" --space train/spaces/seed_grid.json --rungs "$RUNGS" --eta "$ETA" \
+python -m train.search --teacher "$TEACHER" --space "${SPACE:-train/spaces/seed_grid.json}" --rungs "$RUNGS" --eta "$ETA" \
   --final-epochs "$FINAL_EPOCHS" --concurrency "$CONCURRENCY" --deadline "$DEADLINE" --out "$OUT" \
   --report "$REPORT" ${BENCH:+--bench-concurrency "$BENCH" --bench-steps 60} \
   --backbone mobilenetv2_100 --img_size "$IMG" --pretrained true --lr 5e-4 --batch_size 32 --seed 0 \

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Issue 5 in ONE device call of <= 10 minutes, with the teacher the GPU run shipped from (the ensemble of
+# models/gpu/teacher and models/gpu/baseline, carried as fp16 copies): the seed's 36-config grid by successive
+# halving, then the winner and the untuned config retrained and evaluated once on test (train/gpu_search.sh).
+# Prepare here:
+#   python -m train.pack_carry --models mobilenetv2_100 --trained models/gpu/teacher models/gpu/baseline
+#   bash train/travel.sh stash
+# Device call: carry [".carry/ham10000.tar.gz", ".carry/weights/mobilenetv2_100.safetensors", ".carry/models"],
+#   command: PYTHONUNBUFFERED=1 bash train/gpu_search_call.sh 2>&1 | tee $OUT/log
+# then: bash train/travel.sh restore, and unpack: cat search.tar.* | tar -xf -   (reports/search.md/.json, the trial
+#   journal, and the winner's and untuned student's folders under runs/search/)
+# Ship the winner only if it beats the shipped student (models/gpu/magkd_ensemble, validation AUROC 0.9099) on
+# validation: the search's own untuned row is its base config at the search's budget, not the shipped run.
+# CPU smoke test of this script (tiny data, 2x2 space):
+#   OUT=/tmp/sout SPACE=train/spaces/smoke_2x2.json RUNGS=1,2 ETA=2 FINAL_EPOCHS=1 CONCURRENCY=1 BENCH= IMG=64 \
+#   SEARCH_EXTRA="--limit_train 64 --limit_eval 64 --batch_size 16 --mixed_precision no --num_workers 2 --n_boot 20" \
+#   bash train/gpu_search_call.sh
+set -euo pipefail
+DEV_OUT=${OUT:-/tmp/out}
+mkdir -p /tmp/data "$DEV_OUT"
+[ -d /tmp/data/ham10000 ] || tar -xzf .carry/ham10000.tar.gz -C /tmp/data
+export DERMO_PRETRAINED_DIR=$PWD/.carry/weights PYTHONPATH=$PWD
+T0=$(date +%s)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+python -c "import sys, torch, timm, accelerate; print(sys.version.split()[0], torch.__version__, timm.__version__, accelerate.__version__)"
+status=0
+OUT=runs/search REPORT=runs/search/report/search TEACHER=${TEACHER:-.carry/models/gpu/teacher,.carry/models/gpu/baseline} \
+  EXTRA="--data_dir /tmp/data/ham10000 --num_workers 16 ${SEARCH_EXTRA:-}" bash train/gpu_search.sh || status=$?
+echo "search exit $status at $(( $(date +%s) - T0 )) s"
+# Everything that belongs to the search in one tar of 15 MiB parts (the device tool returns at most 8 files): the
+# report, the trial journal, and the retrained winner and untuned students (best/ + metrics, no checkpoints).
+tar -cf - --exclude='checkpoints' --exclude='teacher_outputs.pt' --exclude='runs/search/trials' \
+  --exclude='runs/search/cache' --exclude='runs/search/bench*' runs/search \
+  | split -b 15m -d - "$DEV_OUT/search.tar."
+echo "packed at $(( $(date +%s) - T0 )) s"
+exit $status
