@@ -216,7 +216,7 @@ def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: 
         if on_step is not None and on_step(epoch, step + 1):
             break
     n_steps = max(1, n_steps)
-    out = {k: float(v) / n_steps for k, v in sums.items()}  # float() waits for the device: the clock stops after
+    out = {k: float(v) / n_steps for k, v in sums.items()}  # float() waits for the device, so dt covers its work
     dt = time.perf_counter() - t0
     out["img_per_s"] = n_seen * accelerator.num_processes / max(dt, 1e-9)
     out["seconds"] = dt
