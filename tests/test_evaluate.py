@@ -234,6 +234,13 @@ def test_training_and_models_report(tiny_model, tiny_data, tiny_manifest, tmp_pa
     assert tr["models"]["teacher"]["run"]["tta"] is True
     md = (out / "training.md").read_text()
     assert "0.954" in md and "80.14" in md and "80.4" in md and "leaky" in md and "pending" in md
+    # baseline and magkd hold the same weights here (calibration changes no logit): the paired difference is 0 on
+    # both splits, on every resample
+    dp = tr["distillation_paired"]
+    for split in ("validation", "test"):
+        assert dp[split]["difference"] == pytest.approx(0.0, abs=1e-12)
+        assert dp[split]["ci"] is None or dp[split]["ci"] == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert "## MAG-KD minus baseline, paired" in md and "| validation | +0.0000 |" in md
     models = json.loads((out / "models.json").read_text())["models"]
     src = {r["name"]: r["calibration_source"] for r in models}
     assert src == {"teacher": "fitted here on validation", "baseline": "fitted here on validation",

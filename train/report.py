@@ -198,6 +198,17 @@ def render_training(report: dict[str, Any]) -> str:
             met = "n/a" if v["met"] is None else ("yes" if v["met"] else "**no**")
             lines.append(f"| {v['target']} | {v['value_text']} | {met} |")
         lines.append("")
+    dp = report.get("distillation_paired")
+    if dp:
+        lines += ["## MAG-KD minus baseline, paired", "",
+                  f"AUROC difference with a paired percentile bootstrap over lesions ({report['n_boot']} resamples; "
+                  "both students scored on each resample). 'share' = fraction of resamples where MAG-KD is above.",
+                  "", "| split | difference | 95% interval | share |", "|---|---|---|---|"]
+        for split in ("validation", "test"):
+            d = dp[split]
+            ci = "n/a" if d["ci"] is None else f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}]"
+            lines.append(f"| {split} | {d['difference']:+.4f} | {ci} | {d['fraction_a_better']:.2f} |")
+        lines.append("")
     lines += [f"Regenerate: `{report['command']}`.", ""]
     return "\n".join(lines)
 
@@ -225,6 +236,18 @@ def issue3_targets(models: dict[str, Any]) -> dict[str, Any]:
         out["distillation_gain"] = {"target": "MAG-KD AUROC >= baseline + 0.02 (same budget and seed)", "value": d,
                                     "value_text": f"{d:+.3f} ({mk['auroc']:.3f} vs {models['baseline']['auroc']:.3f})",
                                     "met": d >= ISSUE3_TARGETS["distillation_gain"]}
+    return out
+
+
+def distillation_paired(magkd: tuple, baseline: tuple, y_val, y_test, df_val, df_test,
+                        n_boot: int) -> dict[str, Any]:
+    """AUROC(MAG-KD) - AUROC(baseline) on validation and on test, each with a paired lesion-grouped bootstrap
+    interval (``dermo.metrics.paired_auroc_difference``): can the split that chooses models tell them apart?"""
+    out = {}
+    for i, (split, y, df) in enumerate((("validation", y_val, df_val), ("test", y_test, df_test))):
+        out[split] = M.paired_auroc_difference(y, M.apply_temperature(magkd[i], 1.0),
+                                               M.apply_temperature(baseline[i], 1.0), groups=_groups(df),
+                                               n_boot=n_boot)
     return out
 
 
@@ -313,6 +336,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
     df_val, df_test = load_labelled(data, "validation", manifest), load_labelled(data, "test", manifest)
     y_val, y_test = df_val["label"].to_numpy(), df_test["label"].to_numpy()
     models: dict[str, Any] = {}
+    logits: dict[str, tuple] = {}  # run name -> (validation logits, test logits)
     rows: list[dict[str, Any]] = []
     members = _teacher_members(teacher, runs)
     for name, title in RUNS:
@@ -341,6 +365,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
             logger.warning("no trained model at %s: skipped", best)
             continue
         info, pred, lv, lt = _run_logits(best, df_val, df_test, cache_dir, progress)
+        logits[name] = (lv, lt)
         entry = training_entry(y_val, lv, y_test, lt, df_test, n_boot)
         models[name] = {"title": title, "model_dir": str(best), "sha256": pred.sha256, "run": info, **entry}
         rows.append(_model_row(name, title, "PyTorch fp32 (safetensors)", [best / "model.safetensors"], pred, lv,
@@ -361,6 +386,9 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
               "test": {"n": int(len(y_test)), "n_malignant": int(y_test.sum()),
                        "always_benign_accuracy": float(1 - y_test.mean())},
               "published": PUBLISHED, "models": models, "targets": issue3_targets(models)}
+    if "magkd" in logits and "baseline" in logits:
+        report["distillation_paired"] = distillation_paired(logits["magkd"], logits["baseline"], y_val, y_test,
+                                                            df_val, df_test, n_boot)
     out.mkdir(parents=True, exist_ok=True)
     if models:
         (out / "training.json").write_text(json.dumps(report, indent=1) + "\n")
