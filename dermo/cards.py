@@ -274,12 +274,35 @@ def bands_table(m: dict[str, Any], band_low: float, band_high: float) -> str | N
                    "share of all malignant"], rows)
 
 
-def training_rows(training: Any) -> list[list[str]]:
-    """One row per object holding ``auroc`` anywhere in training.json, named by its path."""
+def calibration_note(metrics: dict[str, Any], serve: dict[str, Any]) -> str | None:
+    """A sentence when the evaluation was made at a calibration that the card's config does not hold (e.g. a teacher
+    folder left uncalibrated, whose report fitted temperature, bias, threshold and bands on validation in memory)."""
+    f = _fields(metrics)
+    used = {"temperature": f.get("temperature"), "logit_bias": f.get("logit_bias"), "threshold": f.get("threshold"),
+            "band_low": (f.get("band_edges") or {}).get("low"), "band_high": (f.get("band_edges") or {}).get("high")}
+    served = {k: _num(serve.get(k, 0.0 if k == "logit_bias" else None)) for k in used}  # no bias key = bias 0
+    if all(_num(v) is None or (served[k] is not None and abs(float(v) - served[k]) <= 1e-9)
+           for k, v in used.items()):
+        return None
+    how = f.get("calibration_source") or "fitted on the validation split"
+    return ("**Calibration of these figures**: they were computed at a calibration "
+            f"{how} (temperature T {fmt(used['temperature'], digits=4)}, logit bias b "
+            f"{fmt(used['logit_bias'], digits=4)}, operating threshold {fmt(used['threshold'], digits=4)}, band edges "
+            f"low {fmt(used['band_low'], digits=4)} / high {fmt(used['band_high'], digits=4)}) that this model's "
+            "`config.json` does not hold (see Model details). Apply these values to reproduce them; with the "
+            "config as pushed, AUROC is the same but the probabilities, threshold and bands are not.")
+
+
+def training_rows(training: Any, sha: set[str] = frozenset()) -> list[list[str]]:
+    """One row per object holding ``auroc`` anywhere in training.json, named by its path. A model entry with a
+    ``title`` is named by it (a run's key, e.g. ``teacher``, may be an ensemble that is not the model of the card), and
+    one whose ``sha256`` is in ``sha`` (this card's model) is marked "(this model)", with the rows under it."""
     rows: list[list[str]] = []
 
     def walk(o: Any, path: list[str]) -> None:
         if isinstance(o, dict):
+            if path and isinstance(o.get("title"), str):
+                path = path[:-1] + [o["title"] + (" (this model)" if o.get("sha256") in sha else "")]
             if "auroc" in o:
                 rows.append([" / ".join(path) or "model", fmt_ci(o.get("auroc"), o.get("auroc_ci")),
                              fmt_ci(o.get("sensitivity"), o.get("sensitivity_ci"), pct=True),
@@ -526,6 +549,9 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                  + (" resampling lesions" if m.get("n_groups") else "")
                  + (f" ({m['n_boot']} resamples)" if m.get("n_boot") else "")
                  + ". The operating point was chosen on the validation split.\n\n" + metrics_table(m))
+        note = calibration_note(m, serve)
+        if note:
+            s.append(note)
         e = ece_text(m)
         s.append(f"Expected calibration error: {e if e else NOT_MEASURED}.")
         edges = m.get("band_edges") or {"low": serve.get("band_low", 0.2), "high": serve.get("band_high", 0.6)}
@@ -551,9 +577,13 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
             [[n, str(evaluation_split(m) or "whole folder"), str(m.get("n", "n/a")),
               fmt_ci(m.get("auroc"), m.get("auroc_ci")), fmt_ci(m.get("sensitivity"), m.get("sensitivity_ci"), True),
               fmt_ci(m.get("specificity"), m.get("specificity_ci"), True)] for n, m in others]))
-    trows = training_rows(reports.training) if reports.training is not None else []
+    trows = training_rows(reports.training, sha) if reports.training is not None else []
+    mine_marked = any("(this model)" in r[0] for r in trows)
     s.append("**Training report** (`reports/training.json`): " + (
-        "\n\n" + _table(["model / split", "AUROC (95% CI)", "sensitivity", "specificity", "threshold"], trows)
+        ("every model of the training run it covers"
+         + ("; the rows marked (this model) are this card's model" if mine_marked else
+            "; none of them is this card's model (its own figures are under Evaluation above)")
+         + ".\n\n" + _table(["model / split", "AUROC (95% CI)", "sensitivity", "specificity", "threshold"], trows))
         if trows else NOT_MEASURED + "."))
     for title, rep, fname in (("Inference benchmark", reports.inference, "inference.json"),
                               ("Photo quality gate", reports.quality_gate, "quality_gate.json")):

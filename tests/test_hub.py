@@ -471,3 +471,38 @@ def test_card_says_where_the_attention_map_rests(tiny_model, tiny_data, tiny_man
     assert ("mostly on the lesion" if row["lift_median"] > 1 else "mostly on the skin around the lesion") in line
     bare = hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry2")
     assert "has not been measured for this model" in (bare / "README.md").read_text()
+
+
+def test_card_training_rows_and_a_calibration_it_does_not_hold(tiny_model, tiny_onnx, tiny_reports, tmp_path):
+    """Training-report rows are named by each model's title and this model's row is marked; an evaluation made at a
+    calibration the pushed config lacks (an uncalibrated teacher, calibrated in memory by train.report) says so."""
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny_reports, reports)
+    metrics_path = reports / "evaluation" / "tiny_test" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    mine = sha256_file(tiny_model / "model.safetensors")
+    (reports / "training.json").write_text(json.dumps({"models": {
+        "teacher": {"title": "Teacher: ensemble of 2 (mean logits)", "sha256": "0" * 64, "auroc": 0.91,
+                    "validation": {"auroc": 0.9, "threshold": 0.3}},
+        "magkd": {"title": "MAG-KD student", "sha256": mine, "auroc": 0.8, "validation": {"auroc": 0.7}}}}))
+    text = (hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry") / "README.md").read_text()
+    assert "| models / Teacher: ensemble of 2 (mean logits) | 0.910 |" in text
+    assert "| models / Teacher: ensemble of 2 (mean logits) / validation | 0.900 |" in text
+    assert "| models / MAG-KD student (this model) | 0.800 |" in text and "| models / MAG-KD student (this model) / validation |" in text
+    assert "the rows marked (this model) are this card's model" in text
+    # the ONNX bundle's evaluation used the bundle's own calibration: no note
+    served = (hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports,
+                             dry_run_dir=tmp_path / "dry_onnx") / "README.md").read_text()
+    assert "**Calibration of these figures**" not in served
+    # the same evaluation, as if made at a calibration fitted in memory that the weights' config does not hold
+    cfg = json.loads((tiny_model / "config.json").read_text())
+    metrics.update(temperature=cfg.get("temperature", 1.0) * 2 + 0.5, logit_bias=-0.25, threshold=0.125,
+                   band_edges={"low": 0.0625, "high": 0.375})
+    metrics["source"].update(sha256=mine, calibration_source="fitted here on validation")
+    metrics_path.write_text(json.dumps(metrics))
+    (reports / "training.json").unlink()
+    text = (hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry2",
+                           evaluations=["tiny_test"]) / "README.md").read_text()
+    line = next(x for x in text.splitlines() if x.startswith("**Calibration of these figures**"))
+    assert "fitted here on validation" in line and "logit bias b -0.2500" in line
+    assert "operating threshold 0.1250" in line and "low 0.0625 / high 0.3750" in line
