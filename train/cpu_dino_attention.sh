@@ -7,8 +7,8 @@
 # in where the attention target comes from. Rule fixed before the run: it replaces the shipped student if its
 # validation AUROC is at most 0.005 below the shipped one's (0.910; our students' validation AUROC moved by up to
 # 0.004 between two seeds) and its heatmap rests on the lesion on validation (median lift > 1 in
-# reports/focus_validation.md). Test figures do not choose.
-#   bash train/cpu_dino_attention.sh              # seed 0 -> runs/cpu_dino, reports/cpu_dino, reports/focus*
+# reports/cpu_ensemble/focus_validation.md). Test figures do not choose.
+#   bash train/cpu_dino_attention.sh              # seed 0 -> runs/cpu_dino, reports/cpu_dino, reports/cpu_ensemble/focus*
 #   GAMMA=0.1 bash train/cpu_dino_attention.sh    # a lighter attention term (alpha = 0.7 - gamma, beta 0.3)
 #                                                 #   -> runs/cpu_dino_g0.1, reports/cpu_dino_g0.1 (+ its focus*)
 #   SEED=1 bash train/cpu_dino_attention.sh       # another seed -> runs/cpu_dino_seed1, reports/cpu_dino_seed1
@@ -33,9 +33,9 @@ python -m train.report --runs $OUT --teacher "$ENSEMBLE" --out reports/cpu_$TAG 
   --cache runs/cpu/logits_cache --no-progress \
   --note "CPU experiment (SEED=$SEED GAMMA=$GAMMA bash train/cpu_dino_attention.sh): the MAG-KD student of the shipped recipe (mobilenetv2_100, 128 px, 8 epochs, seed $SEED, logits of the Lite0 + plain-student ensemble) with DINOv2 class-token attention maps as its attention targets, alpha/beta/gamma $ALPHA/0.3/$GAMMA; the baseline is the plain student of the same seed"
 mkdir -p models/cpu_$TAG/magkd && cp $OUT/magkd/{metrics,history,run_config}.json models/cpu_$TAG/magkd/
-if [ "$TAG" = dino ]; then  # every model we trained side by side
+if [ "$TAG" = dino ]; then  # every CPU model side by side (reports/focus* is the shipped GPU models', by ship.sh)
   MODELS="--model runs/cpu_long/teacher/best --model runs/cpu_long/baseline/best --model runs/cpu_ensemble/magkd/best --model $OUT/magkd/best --dinov2"
-  PREFIX=reports/focus
+  PREFIX=reports/cpu_ensemble/focus
 else
   MODELS="--model $OUT/magkd/best"
   PREFIX=reports/cpu_$TAG/focus
