@@ -80,7 +80,8 @@ class LossTerms(NamedTuple):
 def mag_kd_loss(student_logits: torch.Tensor, student_att: torch.Tensor, targets: torch.Tensor,
                 teacher_logits: torch.Tensor | None = None, teacher_att: torch.Tensor | None = None, *,
                 alpha: float = 0.4, beta: float = 0.3, gamma: float = 0.3, temperature: float = 5.0,
-                focal_gamma: float = 2.0, class_weights: Sequence[float] | None = (1.0, 4.0)) -> LossTerms:
+                focal_gamma: float = 2.0,
+                class_weights: Sequence[float] | torch.Tensor | None = (1.0, 4.0)) -> LossTerms:
     """MAG-KD = alpha * focal + beta * KD(T) + gamma * attention-MSE. Returns every term for logging.
 
     Without a teacher (baseline student, teacher training) the loss is the focal term alone (alpha is ignored),

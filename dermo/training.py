@@ -7,6 +7,7 @@ permutation) and ``save_state``/``load_state`` for resume. The best checkpoint i
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -37,9 +38,16 @@ def load_arrays(cfg: RunConfig, split: str, size: int, limit: int = 0) -> tuple[
     return torch.from_numpy(imgs), df["label"].to_numpy(np.int64), df
 
 
+@functools.lru_cache(maxsize=32)
+def _channel_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(1, C, 1, 1) tensor of ``values`` on ``device``, made once: a tensor made from Python numbers on a GPU is a
+    host-to-device copy, and that makes the host wait for the GPU (once per training step, before this cache)."""
+    return torch.tensor(values, device=device, dtype=dtype).view(1, -1, 1, 1)
+
+
 def _normalize(x: torch.Tensor, mean, std) -> torch.Tensor:
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    m = _channel_constant(tuple(float(v) for v in mean), x.device, x.dtype)
+    s = _channel_constant(tuple(float(v) for v in std), x.device, x.dtype)
     return (x - m) / s
 
 
@@ -172,18 +180,23 @@ def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: 
     model.train()
     gen = torch.Generator().manual_seed(cfg.train.seed * 1000 + epoch)  # same order on every process and resume
     perm = torch.randperm(len(images), generator=gen)
-    perm = perm[accelerator.process_index::accelerator.num_processes]
+    dev = images.device
+    # What a step needs from the host goes to the device once, here: a copy of host memory to a GPU inside the loop
+    # (the batch indices, the class weights; the normalisation constants are cached by _normalize) makes the host
+    # wait for the GPU every step, so the GPU idles while the next step's kernels are launched. Loss terms are summed
+    # on the device for the same reason (a float() per step would wait too).
+    perm = perm[accelerator.process_index::accelerator.num_processes].to(dev)
     steps = len(perm) // tc.batch_size  # drop the last partial batch: BatchNorm dislikes tiny batches
-    aug_gen = torch.Generator(device=images.device).manual_seed(cfg.train.seed * 7919 + epoch)
-    # loss terms summed on the device: a float() per step would make the host wait for the GPU every step
-    sums = {k: torch.zeros((), device=images.device) for k in ("loss", "cls", "kd", "att")}
+    aug_gen = torch.Generator(device=dev).manual_seed(cfg.train.seed * 7919 + epoch)
+    class_weights = torch.tensor(tc.class_weights, dtype=torch.float32, device=dev)
+    sums = {k: torch.zeros((), device=dev) for k in ("loss", "cls", "kd", "att")}
     n_seen, n_steps, t0 = 0, 0, time.perf_counter()
     from tqdm.auto import tqdm
 
     bar = tqdm(range(start_step, steps), desc=f"epoch {epoch}", disable=not (tc.progress and
                                                                           accelerator.is_local_main_process))
     for step in bar:
-        idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size].to(images.device)
+        idx = perm[step * tc.batch_size:(step + 1) * tc.batch_size]
         x = images[idx].permute(0, 3, 1, 2).float().div_(255)
         y = labels[idx]
         theta = None
@@ -201,7 +214,7 @@ def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: 
                 t_logits, t_att = teacher_outputs(teachers, x)
             terms = mag_kd_loss(out.logits, out.attention, y, t_logits, t_att, alpha=dc.alpha, beta=dc.beta,
                                 gamma=dc.gamma, temperature=dc.kd_temperature, focal_gamma=tc.focal_gamma,
-                                class_weights=tc.class_weights)
+                                class_weights=class_weights)
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(terms.loss)
         accelerator.clip_grad_norm_(model.parameters(), 5.0)

@@ -183,3 +183,43 @@ def test_pack_carry_trained_folders_as_fp16(tmp_path, monkeypatch):
             assert torch.allclose(v, ref[k], rtol=1e-3, atol=1e-3), k
     with pytest.raises(SystemExit):
         pack_carry.main(["--no-data", "--models", "--out", "carry", "--trained", str(tmp_path / "runs/x/teacher/best")])
+
+
+def test_training_step_makes_no_tensor_from_host_data():
+    """A tensor made from Python numbers inside the step loop is, on a GPU, a host-to-device copy that makes the host
+    wait for the GPU every step. Counted here at the dispatcher (``aten.lift_fresh`` is how torch.tensor(list) enters
+    it): the count must not grow with the number of steps, for the plain and the MAG-KD (cached teacher) loop."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from dermo.models import create_model
+    from dermo.training import _accelerator, _cosine_with_warmup, train_one_epoch
+
+    class CountFresh(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten.lift_fresh.default:
+                CountFresh.n += 1
+            return func(*args, **(kwargs or {}))
+
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (24, 32, 32, 3), generator=g, dtype=torch.uint8)
+    labels = torch.randint(0, 2, (24,), generator=g)
+    cache = (torch.randn(24, 2, generator=g), torch.rand(24, 2, 2, generator=g))
+    for teacher_cache in (None, cache):
+        cfg = RunConfig().override(backbone="test_efficientnet", img_size=32, batch_size=4, pretrained=False,
+                                   progress=False, mixed_precision="no",
+                                   **({"teacher": "(cached)", "teacher_cache": "memory"} if teacher_cache else {}))
+        acc = _accelerator(cfg)
+        model = create_model(cfg.model)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+        model, opt, sched = acc.prepare(model, opt, _cosine_with_warmup(opt, 1, 100))
+        counts = []
+        for steps in (1, 1, 4):  # the first call also creates the optimizer's state
+            CountFresh.n = 0
+            with CountFresh():
+                out = train_one_epoch(model, [], opt, sched, acc, images, labels, cfg, 0, teacher_cache=teacher_cache,
+                                      on_step=lambda epoch, step, k=steps: step >= k)
+            assert out["loss"] > 0
+            counts.append(CountFresh.n)
+        assert counts[1] == counts[2], f"tensors made from host data per step: {counts[1:]}"
