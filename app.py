@@ -180,6 +180,13 @@ def pass_raw_upload(image: gr.Image) -> gr.Image:
     return image
 
 
+SHOW_VERDICT = """() => {
+  const card = document.querySelector('.dh-card');
+  if (!card) return;
+  const r = card.getBoundingClientRect();
+  if (r.top < 0 || r.bottom > window.innerHeight) card.scrollIntoView({behavior: 'smooth', block: 'start'});
+}"""
+
 CSS = """
 .dh-card {border: 3px solid #999; border-radius: 12px; padding: 12px 16px;}
 .dh-card h2 {margin: 0 0 6px 0;}
@@ -214,7 +221,11 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(60, CA
     gr.Markdown(f"Model: {MODEL_INFO['name']} {MODEL_INFO['version']} (sha256 {MODEL_INFO['sha256'][:12]}...). "
                 "Photos are only used for this analysis and deleted from the server within minutes; "
                 "nothing is stored, logged or shared.")
-    run_btn.click(analyze_ui, photo, [verdict, heatmap, report_file], api_visibility="private")
+    # On a phone the columns stack and the verdict lands below the photo and the examples, out of sight: bring it
+    # into view when it is not (on a desktop it is, beside the photo, and nothing moves). Gradio's own
+    # scroll_to_output did not scroll here (6.17).
+    run_btn.click(analyze_ui, photo, [verdict, heatmap, report_file], api_visibility="private").success(
+        None, js=SHOW_VERDICT)
 
     # The public API: a plain file in, JSON out (hidden components: the page shows the UI above).
     api_file = gr.File(visible=False, type="filepath")

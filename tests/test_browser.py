@@ -1,5 +1,5 @@
 """A real browser (Playwright + Debian's chromium) uploads a photo to the running app and sees the band and the
-heatmap; the page is saved to docs/screenshot.png (the README shows it).
+heatmap, at a desktop size (the page is saved to docs/screenshot.png, which the README shows) and at a phone's size.
 
 Needs ``apt-get install -y chromium`` (/usr/bin/chromium); skipped with that reason otherwise. Uses the bundled
 model when dermo/assets holds one (so the screenshot shows the shipped model), else a tiny random test model.
@@ -18,49 +18,87 @@ SCREENSHOT = ROOT / "docs" / "screenshot.png"
 pytestmark = pytest.mark.slow
 
 
-def test_upload_shows_band_and_heatmap(tmp_path, tiny_data):
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: install Debian's browser with `apt-get install -y chromium`")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        pytest.skip("playwright (python package) not installed")
-
+    pytest.importorskip("playwright", reason="playwright (python package) not installed")
+    tmp = tmp_path_factory.mktemp("browser_app")
     bundled = ROOT / "dermo" / "assets" / "config.json"
-    model = bundled.parent if bundled.is_file() else make_tiny_model(tmp_path / "model")
+    model = bundled.parent if bundled.is_file() else make_tiny_model(tmp / "model")
     port = free_port()
-    log = tmp_path / "app.log"
+    log = tmp / "app.log"
     proc = start_app(model, port, log)
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_ready(proc, url, log)
-        photo = sorted((tiny_data / "images").glob("*.jpg"))[0]
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=str(CHROMIUM), headless=True,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      "--disable-component-update", "--disable-sync", "--no-first-run",
-                      "--disable-dev-shm-usage"])
-            try:
-                page = browser.new_page(viewport={"width": 1200, "height": 900})
-                page.goto(url, wait_until="domcontentloaded")
-                expect(page.get_by_text("triage aid, not a diagnosis").first).to_be_visible(timeout=60_000)
-                page.locator("input[type=file]").first.set_input_files(str(photo))
-                page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # the preview is up
-                page.get_by_role("button", name="Analyse photo").click()
-                band = page.locator("#dh-band")
-                expect(band).to_contain_text("risk", timeout=60_000)
-                assert band.inner_text().split()[0] in ("Low", "Medium", "High")
-                expect(page.get_by_text("Estimated probability that this lesion is malignant")).to_be_visible()
-                heat = page.locator("#dh-heatmap img[src*='/file=']")
-                expect(heat.first).to_be_visible(timeout=30_000)
-                assert heat.first.evaluate("im => im.complete && im.naturalWidth > 0")
-                expect(page.locator("#dh-heatmap-note")).to_contain_text("not an outline")  # how to read the map
-                expect(page.get_by_role("button", name="Download result (PNG)")).to_be_visible()
-                SCREENSHOT.parent.mkdir(exist_ok=True)
-                page.screenshot(path=str(SCREENSHOT), full_page=True)
-            finally:
-                browser.close()
+        yield url
     finally:
         stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def browser(app_url):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"])
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def analyse(page, url: str, photo: Path):
+    """Open the app, upload ``photo``, press Analyse; returns the band heading once it shows."""
+    from playwright.sync_api import expect
+
+    page.goto(url, wait_until="domcontentloaded")
+    expect(page.get_by_text("triage aid, not a diagnosis").first).to_be_visible(timeout=60_000)
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # the preview is up
+    page.get_by_role("button", name="Analyse photo").click()
+    band = page.locator("#dh-band")
+    expect(band).to_contain_text("risk", timeout=60_000)
+    assert band.inner_text().split()[0] in ("Low", "Medium", "High")
+    return band
+
+
+def test_upload_shows_band_and_heatmap(app_url, browser, tiny_data):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        analyse(page, app_url, sorted((tiny_data / "images").glob("*.jpg"))[0])
+        expect(page.get_by_text("Estimated probability that this lesion is malignant")).to_be_visible()
+        heat = page.locator("#dh-heatmap img[src*='/file=']")
+        expect(heat.first).to_be_visible(timeout=30_000)
+        assert heat.first.evaluate("im => im.complete && im.naturalWidth > 0")
+        expect(page.locator("#dh-heatmap-note")).to_contain_text("not an outline")  # how to read the map
+        expect(page.get_by_role("button", name="Download result (PNG)")).to_be_visible()
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+    finally:
+        page.close()
     assert SCREENSHOT.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_phone_sees_the_verdict_without_scrolling_for_it(app_url, browser, tiny_data):
+    """On a phone the two columns stack and the verdict lies below the photo, the button and the examples: the page
+    must bring it into view when the analysis is done."""
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = ctx.new_page()
+        page.goto(app_url, wait_until="domcontentloaded")
+        expect(page.get_by_text("triage aid, not a diagnosis").first).to_be_visible(timeout=60_000)
+        box = page.locator("#dh-heatmap").bounding_box()
+        assert box is not None and box["y"] > 844, "the result column no longer starts below a phone's first screen"
+        band = analyse(page, app_url, sorted((tiny_data / "images").glob("*.jpg"))[0])
+        expect(band).to_be_in_viewport(timeout=10_000)
+    finally:
+        ctx.close()
