@@ -24,7 +24,7 @@ ETA=${ETA:-3}
 FINAL_EPOCHS=${FINAL_EPOCHS:-4}
 CONCURRENCY=${CONCURRENCY:-8}
 DEADLINE=${DEADLINE:-330}
-BENCH=${BENCH:-1,4,8}
+BENCH=${BENCH-1,4,8}  # BENCH= (set, empty) skips the concurrency benchmark
 EXTRA=${EXTRA:-}
 IFS=, read -r -a MEMBERS <<< "$TEACHER"  # an ensemble teacher: folders separated by commas
 for m in "${MEMBERS[@]}"; do
