@@ -236,13 +236,17 @@ class _ArrayReader:
 
 def quantize_static_int8(src: str | Path, dst: str | Path, calib: np.ndarray, per_channel: bool = True,
                          keep_head_fp32: bool = True, exclude: Sequence[str] = (), method: str = "minmax",
-                         activation: str = "uint8") -> Path:
+                         activation: str = "uint8", only: Sequence[str] | None = None,
+                         calibration_cache: str | Path | None = None) -> Path:
     """Static QDQ int8 calibrated on ``calib`` (N, 3, S, S) preprocessed training images.
 
     ``quant_pre_process`` (shape inference + ORT graph fusion) runs first. Weights are symmetric int8 (per output
     channel by default); activations are ``uint8`` (asymmetric; the u8s8 VNNI kernels of x86 CPUs) or ``int8``.
-    ``keep_head_fp32`` leaves the attention head (``head_nodes``) unquantized; ``exclude`` adds node names.
-    ``method``: ``minmax``, ``percentile`` (99.999) or ``entropy``.
+    ``keep_head_fp32`` leaves the attention head (``head_nodes``) unquantized; ``exclude`` adds node names; ``only``
+    quantizes just these nodes (names of the pre-processed graph, ``quantizable_nodes``).
+    ``method``: ``minmax``, ``percentile`` (99.999) or ``entropy``. ``calibration_cache``: a JSON file of the
+    calibrated ranges, written by the first call and read by later ones (same ``src``, ``calib`` and ``method``), so
+    a search over which nodes to quantize calibrates once.
     """
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quant_pre_process, \
         quantize_static
@@ -267,9 +271,29 @@ def quantize_static_int8(src: str | Path, dst: str | Path, calib: np.ndarray, pe
                         per_channel=per_channel,
                         activation_type=QuantType.QUInt8 if activation == "uint8" else QuantType.QInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=excluded or None,
-                        calibrate_method=methods[method], extra_options=extra)
+                        nodes_to_quantize=list(only) if only is not None else None,
+                        calibrate_method=methods[method], extra_options=extra,
+                        calibration_cache_path=str(calibration_cache) if calibration_cache else None)
     logger.info("static int8 %s: %d calibration images, %d nodes kept fp32", dst, len(calib), len(excluded))
     return dst
+
+
+def quantizable_nodes(src: str | Path, keep_head_fp32: bool = True) -> list[str]:
+    """Names of the nodes that ``quantize_static_int8`` may quantize in ``src`` (after the same
+    ``quant_pre_process``), in graph order: those of the op types ONNX Runtime's static quantizer handles by default
+    (Conv, Gemm, MatMul, Add, Clip, ...); the attention head's are left out when it stays fp32. Excluding all of
+    them leaves the graph fp32."""
+    import onnx
+    from onnxruntime.quantization import quant_pre_process
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    ops = set(QDQRegistry) | set(QLinearOpsRegistry)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        head = set(head_nodes(pre)) if keep_head_fp32 else set()
+        graph = onnx.load(str(pre)).graph
+    return [n.name for n in graph.node if n.op_type in ops and n.name not in head]
 
 
 # ------------------------------------------------------------------------------------------------------------- data

@@ -133,3 +133,29 @@ def test_bad_arguments(tiny_model_dir, tmp_path):
         export_bundle(tiny_model_dir, tmp_path, variant="int4")
     with pytest.raises(ValueError, match="calib-images"):
         export_bundle(tiny_model_dir, tmp_path, variant="static", calib_images=0)
+
+
+def test_int8_islands_benchmark(tiny_model_dir, tiny_data, tiny_manifest, tmp_path):
+    """benchmarks/int8_islands.py on the tiny model and real images: one ranking row per quantizable node, one row
+    per k, and with every node kept fp32 the graph is fp32 again (no logit moves, every band kept)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_islands.py"
+    spec = importlib.util.spec_from_file_location("int8_islands", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    res = bench.main(["--model", str(tiny_model_dir), "--data", str(tiny_data), "--manifest", str(tiny_manifest),
+                      "--calib-images", "6", "--rank-images", "6", "--ks", "0,1,all", "--runs", "3",
+                      "--json", str(tmp_path / "r.json"), "--md", str(tmp_path / "r.md")])
+    n = res["quantizable_nodes"]
+    assert n > 1 and len(res["ranking"]) == n
+    changes = [r["rms_logit_change"] for r in res["ranking"]]
+    assert changes == sorted(changes, reverse=True) and all(c >= 0 for c in changes)
+    rows = {v["fp32_nodes"]: v for v in res["variants"]}
+    assert set(rows) == {0, 1, n}
+    assert rows[1]["fp32_nodes_names"] == [res["ranking"][0]["node"]]
+    assert rows[n]["rms_logit_change"] < 1e-5 and rows[n]["band_agreement"] == 1.0
+    assert rows[0]["size_mb"] < rows[n]["size_mb"]  # int8 weights are smaller
+    md = (tmp_path / "r.md").read_text()
+    assert f"| {n} | 100.0% |" in md and "| fp32 (reference) |" in md
+    assert json.loads((tmp_path / "r.json").read_text())["sha256"] == sha256_file(tiny_model_dir / "model.safetensors")
