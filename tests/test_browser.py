@@ -52,12 +52,17 @@ def browser(app_url):
             b.close()
 
 
-def analyse(page, url: str, photo: Path):
-    """Open the app, upload ``photo``, press Analyse; returns the band heading once it shows."""
+def open_app(page, url: str) -> None:
     from playwright.sync_api import expect
 
     page.goto(url, wait_until="domcontentloaded")
     expect(page.get_by_text("triage aid, not a diagnosis").first).to_be_visible(timeout=60_000)
+
+
+def analyse(page, photo: Path):
+    """Upload ``photo`` to the opened app and press Analyse; returns the band heading once it shows."""
+    from playwright.sync_api import expect
+
     page.locator("input[type=file]").first.set_input_files(str(photo))
     page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # the preview is up
     page.get_by_role("button", name="Analyse photo").click()
@@ -72,7 +77,8 @@ def test_upload_shows_band_and_heatmap(app_url, browser, tiny_data):
 
     page = browser.new_page(viewport={"width": 1200, "height": 900})
     try:
-        analyse(page, app_url, sorted((tiny_data / "images").glob("*.jpg"))[0])
+        open_app(page, app_url)
+        analyse(page, sorted((tiny_data / "images").glob("*.jpg"))[0])
         expect(page.get_by_text("Estimated probability that this lesion is malignant")).to_be_visible()
         heat = page.locator("#dh-heatmap img[src*='/file=']")
         expect(heat.first).to_be_visible(timeout=30_000)
@@ -94,11 +100,10 @@ def test_phone_sees_the_verdict_without_scrolling_for_it(app_url, browser, tiny_
     ctx = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     try:
         page = ctx.new_page()
-        page.goto(app_url, wait_until="domcontentloaded")
-        expect(page.get_by_text("triage aid, not a diagnosis").first).to_be_visible(timeout=60_000)
+        open_app(page, app_url)
         box = page.locator("#dh-heatmap").bounding_box()
         assert box is not None and box["y"] > 844, "the result column no longer starts below a phone's first screen"
-        band = analyse(page, app_url, sorted((tiny_data / "images").glob("*.jpg"))[0])
+        band = analyse(page, sorted((tiny_data / "images").glob("*.jpg"))[0])
         expect(band).to_be_in_viewport(timeout=10_000)
     finally:
         ctx.close()
