@@ -13,29 +13,33 @@ API (``gradio_client``)::
     result = Client("http://127.0.0.1:7860/").predict(handle_file("lesion.jpg"), api_name="/predict")
     # {"probability": 0.07, "band": "low", "band_edges": {...}, "quality": {"ok": true, ...}, "model": {...}}
 
-Privacy: uploads and results are swept from Gradio's cache a few minutes after they arrive (``delete_cache``; not
-deleted in the handler, because Gradio shares one cached file between identical concurrent uploads); nothing is
-logged or flagged (Blocks has no flagging).
+Privacy: uploads and results are swept from Gradio's cache CACHE_TTL seconds after they arrive (``delete_cache``;
+not deleted in the handler, because Gradio shares one cached file between identical concurrent uploads); nothing is
+logged or flagged (Blocks has no flagging), and the heatmap has no share button.
 """
 from __future__ import annotations
 
 import atexit
+import html
 import logging
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline; nothing about users leaves the server
+# Starlette renamed HTTP_422_UNPROCESSABLE_ENTITY; Gradio still reads the old name on every request
+warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*", category=DeprecationWarning)
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dermo.imageio import ImageError, load_image  # noqa: E402
-from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, format_probability  # noqa: E402
+from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, format_banded  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
 from dermo.report_card import BAND_COLORS, overlay_attention, render_report  # noqa: E402
@@ -64,6 +68,8 @@ if OOD is None:
 MODEL_INFO = {k: PREDICTOR.info[k] for k in ("name", "version", "sha256")}
 BAND_EDGES = dict(PREDICTOR.info["band_edges"])
 RETAKE = "Retake the photo"
+WELCOME = "<p>Upload or take a photo, then press <b>Analyse photo</b>.</p>"
+CARD_NOTE = "A triage aid, not a diagnosis: see a doctor about any lesion that worries you."
 CALIBRATION_NOTE = ("calibrated on validation images" if PREDICTOR.config.calibrated else
                     "NOT yet calibrated: interim temperature and band edges")
 
@@ -71,7 +77,16 @@ CALIBRATION_NOTE = ("calibrated on validation images" if PREDICTOR.config.calibr
 _TMP = Path(tempfile.mkdtemp(prefix="dermo_app_"))
 atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
 REPORT_TTL = 120
-CACHE_TTL = 300  # seconds an upload / result stays in Gradio's cache (time to download the report)
+# Seconds an upload / result stays in Gradio's cache, i.e. the time there is to download the result card; the page
+# says when it is gone (DERMO_CACHE_TTL overrides; Gradio sweeps every 60 s, or every TTL when that is shorter).
+CACHE_TTL = max(1, int(os.environ.get("DERMO_CACHE_TTL") or 300))
+SWEEP_S = min(60, CACHE_TTL)
+KEPT_S = CACHE_TTL + SWEEP_S  # the longest a file can stay: it is deleted at the first sweep after CACHE_TTL
+
+
+def _minutes(seconds: int) -> str:
+    m = -(-seconds // 60)
+    return "1 minute" if m == 1 else f"{m} minutes"
 
 
 def _sweep() -> None:
@@ -134,18 +149,32 @@ def _band_html(result: dict[str, Any]) -> str:
         return (f"<div class='dh-card dh-retake'><h2>{RETAKE}</h2><p>No risk estimate was made, because:</p>"
                 f"<ul>{reasons}</ul></div>")
     band = result["band"]
-    low, high = result["band_edges"]["low"], result["band_edges"]["high"]
+    prob, low, high = format_banded(result["probability"], result["band_edges"]["low"], result["band_edges"]["high"])
     return (f"<div class='dh-card' style='border-color:{BAND_COLORS[band]}'>"
             f"<h2 id='dh-band' style='color:{BAND_COLORS[band]}'>{band.capitalize()} risk</h2>"
             f"<p>{result['band_text']}</p>"
-            f"<p><b>Estimated probability that this lesion is malignant: {format_probability(result['probability'])}</b> "
-            f"({CALIBRATION_NOTE}; Low below {100 * low:.0f}%, High from {100 * high:.0f}%). "
-            "It is the model's estimate for lesions like those in its training data, not a certainty.</p></div>")
+            f"<p><b>Estimated probability that this lesion is malignant: {prob}</b> "
+            f"({CALIBRATION_NOTE}; Low below {low}, High from {high}). "
+            "It is the model's estimate for lesions like those in its training data, not a certainty.</p>"
+            f"<p class='dh-card-note'>{CARD_NOTE}</p></div>")
+
+
+def _error_html(message: str) -> str:
+    """A file the app cannot use: the message stays on the page (a toast would vanish), with no verdict."""
+    return (f"<div class='dh-card dh-retake' id='dh-error'><h2>This file could not be used</h2>"
+            f"<p>{html.escape(message)}</p></div>")
 
 
 def analyze_ui(path: str | None):
-    """UI handler: band card, heatmap overlay, downloadable PNG report (built from the same forward pass)."""
-    result, img, attention = analyze(path)
+    """UI handler: band card, heatmap overlay, downloadable PNG report (built from the same forward pass).
+
+    Every outcome replaces all three outputs, so nothing of an earlier photo's result stays on the page: a file
+    that cannot be used gets its message in the card (not a toast, which vanishes) and no heatmap or download.
+    """
+    try:
+        result, img, attention = analyze(path)
+    except gr.Error as e:
+        return _error_html(e.message), None, gr.update(value=None, visible=False)
     if attention is None:
         return _band_html(result), None, gr.update(value=None, visible=False)
     photo = img.copy()
@@ -156,6 +185,11 @@ def analyze_ui(path: str | None):
     os.close(fd)
     render_report(name, photo, overlay, result, result["band_text"], result["disclaimer"])
     return _band_html(result), overlay, gr.update(value=name, visible=True)
+
+
+def reset_outputs():
+    """A new or removed photo: the previous photo's verdict, heatmap and download go (they are not this photo's)."""
+    return WELCOME, None, gr.update(value=None, visible=False)
 
 
 def _examples() -> list[str]:
@@ -180,21 +214,38 @@ def pass_raw_upload(image: gr.Image) -> gr.Image:
     return image
 
 
+# After an analysis: bring the card into view when it is not (phones), and once the server has swept this result's
+# files, say so on this card (its download would fail): a card still on the page after CACHE_TTL is this one.
 SHOW_VERDICT = """() => {
-  const card = document.querySelector('.dh-card');
-  if (!card) return;
-  const r = card.getBoundingClientRect();
-  if (r.top < 0 || r.bottom > window.innerHeight) card.scrollIntoView({behavior: 'smooth', block: 'start'});
-}"""
+  // the outputs are set, but the page may not show them yet: look one frame later
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    const card = document.querySelector('.dh-card');
+    if (!card) return;
+    const r = card.getBoundingClientRect();
+    if (r.top < 0 || r.bottom > window.innerHeight) card.scrollIntoView({behavior: 'smooth', block: 'start'});
+    if (!card.querySelector('#dh-band')) return;  // a verdict (retake and error cards have no download)
+    setTimeout(() => {
+      if (!card.isConnected || card.querySelector('.dh-expired')) return;
+      const p = document.createElement('p');
+      p.className = 'dh-expired';
+      p.textContent = EXPIRED_TEXT;
+      card.appendChild(p);
+    }, TTL_MS);
+  }));
+}""".replace("EXPIRED_TEXT", repr(
+    "This result has been deleted from the server, so it can no longer be downloaded. "
+    "Press Analyse photo again to get it back.")).replace("TTL_MS", str(1000 * CACHE_TTL))
 
 CSS = """
 .dh-card {border: 3px solid #999; border-radius: 12px; padding: 12px 16px;}
 .dh-card h2 {margin: 0 0 6px 0;}
 .dh-retake {border-color: #ef6c00;}
 .dh-disclaimer {font-size: 0.95em; background: #fff3e0; border-radius: 8px; padding: 8px 12px;}
+.dh-card-note {font-size: 0.9em; font-style: italic; margin-bottom: 0;}
+.dh-expired {color: #b71c1c; font-weight: bold;}
 """
 
-with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(60, CACHE_TTL)) as demo:
+with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_S, CACHE_TTL)) as demo:
     gr.Markdown("# DermoHelper\nA photo of one skin spot -> **Low / Medium / High** risk, with where the model looked.")
     gr.Markdown(f"**{DISCLAIMER}**", elem_classes="dh-disclaimer")
     with gr.Row(equal_height=False):
@@ -207,29 +258,33 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(60, CA
                     mirror=False, constraints={"video": {"facingMode": {"ideal": "environment"}}})))
             run_btn = gr.Button("Analyse photo", variant="primary")
             if _examples():
-                gr.Examples(_examples(), inputs=photo, label="Example images (HAM10000, CC BY-NC-SA 4.0)")
+                gr.Examples(_examples(), inputs=photo, label="Example images (HAM10000, CC BY-NC-SA 4.0)",
+                            api_visibility="private")
         with gr.Column(min_width=300):
-            verdict = gr.HTML("<p>Upload or take a photo, then press <b>Analyse photo</b>.</p>")
-            heatmap = gr.Image(label="Where the model looked (brighter = more attention)", type="pil",
-                               interactive=False, height=360, format="jpeg", elem_id="dh-heatmap")
+            verdict = gr.HTML(WELCOME)
+            # No share button: on a Space it would offer to upload the user's photo to huggingface.co.
+            heatmap = gr.Image(label="Where the model looked", type="pil", interactive=False, height=360,
+                               format="jpeg", elem_id="dh-heatmap", buttons=["fullscreen"])
             # Model-independent on purpose: how much of the map lies on the lesion is measured per model
             # (python -m dermo.focus; the bundled model's map rests mostly on the skin around it, reports/focus.md).
             gr.Markdown("Brighter = the parts of the photo the model weighed most. It is not an outline of the spot, "
                         "and it may rest more on the skin around the spot than on the spot itself.",
                         elem_id="dh-heatmap-note")
-            report_file = gr.DownloadButton("Download result (PNG)", visible=False)
+            report_file = gr.DownloadButton("Download result (PNG)", visible=False, elem_id="dh-download")
     gr.Markdown(f"Model: {MODEL_INFO['name']} {MODEL_INFO['version']} (sha256 {MODEL_INFO['sha256'][:12]}...). "
-                "Photos are only used for this analysis and deleted from the server within minutes; "
-                "nothing is stored, logged or shared.")
+                f"Photos are only used for this analysis and deleted from the server within {_minutes(KEPT_S)} "
+                "(the result card too: save it before then); nothing is stored, logged or shared.")
     # On a phone the columns stack and the verdict lands below the photo and the examples, out of sight: bring it
     # into view when it is not (on a desktop it is, beside the photo, and nothing moves). Gradio's own
     # scroll_to_output did not scroll here (6.17).
-    run_btn.click(analyze_ui, photo, [verdict, heatmap, report_file], api_visibility="private").success(
-        None, js=SHOW_VERDICT)
+    outputs = [verdict, heatmap, report_file]
+    run_btn.click(analyze_ui, photo, outputs, api_visibility="private").success(None, js=SHOW_VERDICT)
+    # A new photo (uploaded, taken, an example) or none: the last result is not this photo's, so it goes at once.
+    photo.change(reset_outputs, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
 
     # The public API: a plain file in, JSON out (hidden components: the page shows the UI above).
-    api_file = gr.File(visible=False, type="filepath")
-    api_json = gr.JSON(visible=False)
+    api_file = gr.File(label="image", visible=False, type="filepath")
+    api_json = gr.JSON(label="result", visible=False)
     api_btn = gr.Button(visible=False)
     api_btn.click(predict, api_file, api_json, api_name="predict", concurrency_limit=4)
 

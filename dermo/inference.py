@@ -56,13 +56,27 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def format_probability(p: float) -> str:
+def format_probability(p: float, decimals: int = 1) -> str:
     """A probability as people read it: one decimal, and never a flat "0.0%" or "100.0%" the model cannot promise."""
-    if p < 0.001:
-        return "<0.1%"
-    if p > 0.999:
-        return ">99.9%"
-    return f"{100 * p:.1f}%"
+    floor = 10.0 ** -decimals / 100  # the smallest share the shown digits can tell from zero
+    if p < floor:
+        return f"<{100 * floor:.{decimals}f}%"
+    if p > 1 - floor:
+        return f">{100 * (1 - floor):.{decimals}f}%"
+    return f"{100 * p:.{decimals}f}%"
+
+
+def format_banded(p: float, low: float, high: float) -> tuple[str, str, str]:
+    """``(probability, low edge, high edge)`` as percentages, with as many decimals as it takes for the shown
+    numbers to agree with the band: one decimal (e.g. 3.8%, "Low below 3.7%"), more only where rounding would put
+    the shown probability on the wrong side of a shown edge (3.66% against an edge of 3.65%: 3.66% / 3.65%)."""
+    band = band_of(p, low, high)
+    for d in range(1, 7):
+        r = lambda v: round(100 * v, d)  # noqa: E731
+        shown_band = "low" if r(p) < r(low) else "high" if r(p) >= r(high) else "medium"
+        if shown_band == band:
+            break
+    return format_probability(p, d), f"{100 * low:.{d}f}%", f"{100 * high:.{d}f}%"
 
 
 def band_of(p: float, low: float, high: float) -> str:

@@ -4,9 +4,11 @@
     python -m dermo.predict folder/ more.png --model runs/cpu/magkd/best --json > predictions.jsonl
 
 Each image gives one line; with ``--json`` a JSON object ``{"file", "probability", "band", "quality": {"ok",
-"reasons", "codes"}}`` (probability = calibrated P(malignant), band = low/medium/high by the model's band edges). A
-photo that fails the quality gate (too small, dark, bright or blurry) still gets its probability, with ``quality.ok``
-false: the figure is unreliable and the photo should be retaken. An unreadable or missing file gives ``{"file",
+"reasons", "codes"}}`` (probability = calibrated P(malignant), band = low/medium/high by the model's band edges). The
+quality gate is the app's and the API's: size, exposure, focus, colour, "not a photo", and "does not look like a
+skin lesion" (the model's out-of-distribution check, when the model folder has one). A photo that fails it gets
+``probability`` and ``band`` null, as from the API, and ``quality.reasons`` says what to retake; ``--no-gate``
+gives them anyway (``quality`` still says the photo failed). An unreadable or missing file gives ``{"file",
 "error"}`` and the run goes on. Folders are searched recursively for image files and shown with a progress bar on
 stderr; images are decoded and run in batches, so memory stays bounded. Exit status: 0 when every image was read, 1
 when some could not be, 2 on a usage or model error.
@@ -44,20 +46,30 @@ def collect_images(inputs: Sequence[str | Path]) -> tuple[list[Path], bool]:
     return files, any_folder
 
 
-def predict_files(predictor, files: Iterable[str | Path], batch_size: int = 32) -> Iterator[dict[str, Any]]:
-    """Yield one result dict per file (see the module docstring), in order, running the model in batches."""
+def predict_files(predictor, files: Iterable[str | Path], batch_size: int = 32, ood=None,
+                  gate: bool = True) -> Iterator[dict[str, Any]]:
+    """Yield one result dict per file (see the module docstring), in order, running the model in batches.
+
+    ``ood``: the model's ``dermo.ood.OODDetector`` (``load_ood``), None for none. ``gate=False`` keeps the
+    probability and band of photos that fail the quality gate.
+    """
     from .imageio import load_image
+    from .ood import check_ood
     from .quality import check_quality
 
-    def flush(batch: list[tuple[dict[str, Any], Any]]) -> Iterator[dict[str, Any]]:
+    def flush(batch: list[tuple[str, Any, Any]]) -> Iterator[dict[str, Any]]:
         if not batch:
             return
-        preds = predictor.predict_batch([img for _, img in batch], batch_size=len(batch))
-        for (row, _), pred in zip(batch, preds):
-            yield {"file": row["file"], "probability": round(pred.probability, 6), "band": pred.band,
-                   "quality": row["quality"]}
+        preds = predictor.predict_batch([img for _, _, img in batch], batch_size=len(batch))
+        for (name, q, _), pred in zip(batch, preds):
+            if q.ok:  # the app runs the OOD check only on photos that passed the image checks: so do we
+                check_ood(ood, pred.embedding, q)
+            keep = q.ok or not gate
+            yield {"file": name, "probability": round(pred.probability, 6) if keep else None,
+                   "band": pred.band if keep else None,
+                   "quality": {"ok": q.ok, "reasons": list(q.reasons), "codes": list(q.codes)}}
 
-    batch: list[tuple[dict[str, Any], Any]] = []
+    batch: list[tuple[str, Any, Any]] = []
     for f in files:
         name = str(f)
         try:
@@ -67,8 +79,7 @@ def predict_files(predictor, files: Iterable[str | Path], batch_size: int = 32) 
             batch = []
             yield {"file": name, "error": str(e)}
             continue
-        q = check_quality(img)
-        batch.append(({"file": name, "quality": {"ok": q.ok, "reasons": q.reasons, "codes": q.codes}}, img))
+        batch.append((name, check_quality(img), img))
         if len(batch) >= batch_size:
             yield from flush(batch)
             batch = []
@@ -80,8 +91,9 @@ def format_line(r: dict[str, Any], as_json: bool) -> str:
         return json.dumps(r, ensure_ascii=False)
     if "error" in r:
         return f"{r['file']}\tERROR\t{r['error']}"
-    q = "ok" if r["quality"]["ok"] else "POOR PHOTO: " + " ".join(r["quality"]["reasons"])
-    return f"{r['file']}\t{r['probability']:.3f}\t{r['band']}\t{q}"
+    q = "ok" if r["quality"]["ok"] else "RETAKE: " + " ".join(r["quality"]["reasons"])
+    p = "-" if r["probability"] is None else f"{r['probability']:.3f}"
+    return f"{r['file']}\t{p}\t{r['band'] or '-'}\t{q}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,6 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true", help="one JSON object per line")
     ap.add_argument("--batch_size", type=int, default=32)
     ap.add_argument("--backend", default="auto", choices=("auto", "onnx", "torch"))
+    ap.add_argument("--no-gate", dest="gate", action="store_false",
+                    help="give probability and band for photos that fail the quality gate too (unreliable ones)")
     ap.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                     help="progress bar on stderr (default: on when a folder is given)")
     args = ap.parse_args(argv)
@@ -112,6 +126,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, ImportError, RuntimeError) as e:
         print(f"error: cannot load the model: {e}", file=sys.stderr)
         return 2
+    from .ood import load_ood
+
+    ood = load_ood(predictor.model_dir, predictor.sha256)
+    if ood is None:
+        print(f"note: {predictor.model_dir} has no out-of-distribution statistics for this model file: the "
+              "'does not look like a skin lesion' check is off", file=sys.stderr)
     files, any_folder = collect_images(args.inputs)
     if not files:
         print("error: no images found in " + ", ".join(map(str, args.inputs)), file=sys.stderr)
@@ -119,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     show = any_folder if args.progress is None else args.progress
     n_err = 0
     with tqdm(total=len(files), unit="img", disable=not show, file=sys.stderr) as bar:
-        for r in predict_files(predictor, files, args.batch_size):
+        for r in predict_files(predictor, files, args.batch_size, ood=ood, gate=args.gate):
             n_err += "error" in r
             print(format_line(r, args.json), flush=False)
             bar.update(1)

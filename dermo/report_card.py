@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from .inference import format_probability
+from .inference import format_banded
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +92,9 @@ def render_report(path: str | Path, photo: Image.Image, overlay: Image.Image, re
     fig.text(0.05, 0.46, f"Risk band: {band.upper()}", fontsize=20, weight="bold",
              color=BAND_COLORS.get(band, "black"), va="top")
     how = "calibrated on validation images" if result.get("calibrated") else "NOT yet calibrated"
-    prob = (f"Estimated probability that the lesion is malignant ({how}): {format_probability(result['probability'])}."
-            f"  Bands: Low below {100 * edges['low']:.0f}%, High from {100 * edges['high']:.0f}%.")
+    shown, low, high = format_banded(float(result["probability"]), edges["low"], edges["high"])
+    prob = (f"Estimated probability that the lesion is malignant ({how}): {shown}."
+            f"  Bands: Low below {low}, High from {high}.")
     y = 0.40
     for para, size in ((prob, 10), (band_text, 11)):
         lines = textwrap.wrap(para, 95)

@@ -3,12 +3,14 @@ input of tests/badinputs.py, the server still answering after each, and the API 
 from __future__ import annotations
 
 import importlib
+import json
 import importlib.util
 import os
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -30,9 +32,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_app(model_dir: Path, port: int, log: Path) -> subprocess.Popen:
+def start_app(model_dir: Path, port: int, log: Path, **env_extra: str) -> subprocess.Popen:
     env = {**os.environ, "DERMO_MODEL": str(model_dir), "GRADIO_SERVER_PORT": str(port),
-           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False", "DERMO_THREADS": "1"}
+           "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_ANALYTICS_ENABLED": "False", "DERMO_THREADS": "1",
+           **env_extra}
     return subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=log.open("w"),
                             stderr=subprocess.STDOUT)
 
@@ -108,6 +111,13 @@ def test_only_predict_is_public(client):
     api = client.view_api(return_format="dict", print_info=False)
     assert list(api["named_endpoints"]) == ["/predict"]
     assert not api["unnamed_endpoints"]
+    ep = api["named_endpoints"]["/predict"]
+    assert [p["label"] for p in ep["parameters"]] == ["image"] and [r["label"] for r in ep["returns"]] == ["result"]
+    # not even callable: every other event (the examples' loader too) is private
+    config = json.loads(urllib.request.urlopen(client.src.rstrip("/") + "/config", timeout=30).read())
+    others = {d.get("api_name"): d.get("api_visibility") for d in config["dependencies"]
+              if d.get("api_name") != "predict"}
+    assert others and set(others.values()) == {"private"}, others
 
 
 @pytest.mark.slow
@@ -158,12 +168,12 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
         bad = make_bad_inputs(tmp_path / "bad")
         html, overlay, report = app.analyze_ui(str(bad["one_pixel"]))
         assert app.RETAKE in html and overlay is None and report["visible"] is False
-        import gradio as gr
-
-        with pytest.raises(gr.Error, match="empty"):
-            app.analyze_ui(str(bad["zero_byte"]))
-        with pytest.raises(gr.Error, match="No photo"):
-            app.analyze_ui(None)
+        # a file that cannot be used: its message stays on the page in place of any earlier verdict
+        for path, words in ((str(bad["zero_byte"]), "empty"), (None, "No photo")):
+            html, overlay, report = app.analyze_ui(path)
+            assert "dh-error" in html and words in html and "risk" not in html.lower()
+            assert overlay is None and report["visible"] is False and report["value"] is None
+        assert app.reset_outputs()[0] == app.WELCOME and app.reset_outputs()[2]["visible"] is False
         assert app.predict(str(good_images(tiny_data, 1)[0]))["band"] in BANDS
         assert app.demo.delete_cache is not None  # uploads and results are swept from the cache
     finally:

@@ -18,23 +18,27 @@ SCREENSHOT = ROOT / "docs" / "screenshot.png"
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
+def serve(tmp: Path, **env: str):
+    """Start the app (the bundled model when there is one) and yield its URL."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium: install Debian's browser with `apt-get install -y chromium`")
     pytest.importorskip("playwright", reason="playwright (python package) not installed")
-    tmp = tmp_path_factory.mktemp("browser_app")
     bundled = ROOT / "dermo" / "assets" / "config.json"
     model = bundled.parent if bundled.is_file() else make_tiny_model(tmp / "model")
     port = free_port()
     log = tmp / "app.log"
-    proc = start_app(model, port, log)
+    proc = start_app(model, port, log, **env)
     try:
         url = f"http://127.0.0.1:{port}/"
         wait_ready(proc, url, log)
         yield url
     finally:
         stop_app(proc)
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    yield from serve(tmp_path_factory.mktemp("browser_app"))
 
 
 @pytest.fixture(scope="module")
@@ -59,12 +63,16 @@ def open_app(page, url: str) -> None:
     expect(page.get_by_text("triage aid, not a diagnosis").first).to_be_visible(timeout=60_000)
 
 
+def upload(page, photo: Path) -> None:
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # the preview is up
+
+
 def analyse(page, photo: Path):
     """Upload ``photo`` to the opened app and press Analyse; returns the band heading once it shows."""
     from playwright.sync_api import expect
 
-    page.locator("input[type=file]").first.set_input_files(str(photo))
-    page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # the preview is up
+    upload(page, photo)
     page.get_by_role("button", name="Analyse photo").click()
     band = page.locator("#dh-band")
     expect(band).to_contain_text("risk", timeout=60_000)
@@ -107,3 +115,60 @@ def test_phone_sees_the_verdict_without_scrolling_for_it(app_url, browser, tiny_
         expect(band).to_be_in_viewport(timeout=10_000)
     finally:
         ctx.close()
+
+
+def test_a_result_never_outlives_its_photo(app_url, browser, tiny_data, tmp_path):
+    """Another photo, or a file that cannot be used, must not leave the last photo's verdict, heatmap and download
+    on the page (someone could read it as theirs, or save it); the heatmap offers no share button."""
+    from playwright.sync_api import expect
+
+    first, second = sorted((tiny_data / "images").glob("*.jpg"))[:2]
+    page = browser.new_page(viewport={"width": 1200, "height": 900})
+    try:
+        open_app(page, app_url)
+        analyse(page, first)
+        download = page.get_by_role("button", name="Download result (PNG)")
+        expect(download).to_be_visible()
+        heat = page.locator("#dh-heatmap")
+        expect(heat.locator("img[src*='/file=']").first).to_be_visible(timeout=30_000)
+        titles = heat.locator("button").evaluate_all("bs => bs.map(b => (b.title + ' ' + b.ariaLabel).toLowerCase())")
+        assert not [t for t in titles if "share" in t], titles
+        page.get_by_role("button", name="Remove Image").first.click()  # the photo removed: no result left
+        expect(page.locator("#dh-band")).to_have_count(0, timeout=10_000)
+        expect(download).to_be_hidden()
+        analyse(page, first)
+        upload(page, second)  # a new photo, not analysed yet: no result left either
+        expect(page.locator("#dh-band")).to_have_count(0, timeout=10_000)
+        expect(page.get_by_text("then press Analyse photo")).to_be_visible()
+        expect(download).to_be_hidden()
+        expect(heat.locator("img[src*='/file=']")).to_have_count(0)
+        analyse(page, first)
+        bad = tmp_path / "not_a_photo.jpg"
+        bad.write_text("this is text, not a JPEG")
+        page.locator("input[type=file]").first.set_input_files(str(bad))
+        page.get_by_role("button", name="Analyse photo").click()
+        error = page.locator("#dh-error")
+        expect(error).to_contain_text("could not be used", timeout=60_000)
+        expect(page.locator("#dh-band")).to_have_count(0)
+        expect(download).to_be_hidden()
+        page.wait_for_timeout(12_000)  # longer than an error toast lives: the message is still there
+        expect(error).to_be_visible()
+    finally:
+        page.close()
+
+
+def test_an_expired_result_says_so(browser, tiny_data, tmp_path):
+    """After DERMO_CACHE_TTL the server has deleted the result card: the page says it can no longer be
+    downloaded, instead of a download that silently fails."""
+    from playwright.sync_api import expect
+
+    for url in serve(tmp_path, DERMO_CACHE_TTL="3"):
+        page = browser.new_page(viewport={"width": 1200, "height": 900})
+        try:
+            open_app(page, url)
+            analyse(page, sorted((tiny_data / "images").glob("*.jpg"))[0])
+            expect(page.locator(".dh-card .dh-expired")).to_contain_text("no longer be downloaded",
+                                                                        timeout=20_000)
+            expect(page.get_by_text("within 1 minute ")).to_be_visible()  # kept 3 s, swept every 3 s
+        finally:
+            page.close()

@@ -5,14 +5,32 @@ import shutil
 import numpy as np
 import pytest
 
-from dermo.inference import (BUNDLED_MODEL_DIR, ModelIntegrityError, Predictor, band_of, format_probability,
-                             sha256_file)
+from dermo.inference import (BUNDLED_MODEL_DIR, ModelIntegrityError, Predictor, band_of, format_banded,
+                             format_probability, sha256_file)
 from tests.conftest import require_shared
 
 
 def test_format_probability_never_claims_certainty():
     assert format_probability(0.0) == "<0.1%" and format_probability(0.0004) == "<0.1%"
     assert format_probability(0.0876) == "8.8%" and format_probability(1.0) == ">99.9%"
+    assert format_probability(0.0004, 2) == "0.04%" and format_probability(0.999996, 3) == ">99.999%"
+
+
+def test_shown_probability_and_band_edges_never_contradict_the_band():
+    low, high = 0.036501947, 0.5096527  # the shipped model's edges: "3.7%" and "51.0%" at one decimal
+    assert format_banded(0.038, low, high) == ("3.8%", "3.7%", "51.0%")  # was "3.8%, Low below 4%"
+    rng = np.random.default_rng(0)
+    ps = np.concatenate([rng.uniform(0, 1, 2000), low + rng.normal(0, 1e-4, 500), high + rng.normal(0, 1e-4, 500),
+                         [low, high, 0.0, 1.0]]).clip(0, 1)
+    for p in ps:
+        shown, lo, hi = (float(v.strip("%<>")) for v in format_banded(float(p), low, high))
+        band = band_of(float(p), low, high)
+        if band == "low":
+            assert shown < lo or format_probability(float(p)).startswith("<"), p
+        elif band == "high":
+            assert shown >= hi, p
+        else:
+            assert lo <= shown < hi, p
 
 
 def test_bundled_model_predicts_real_images():

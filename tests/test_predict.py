@@ -73,7 +73,40 @@ def test_single_files_missing_and_poor_quality(tiny_model, folder, tmp_path, cap
     lines = capsys.readouterr().out.splitlines()
     assert rc == 1 and len(lines) == 3
     assert "\tERROR\t" in lines[1]
-    assert "POOR PHOTO" in lines[2] and "dark" in lines[2]
+    assert lines[2].split("\t")[1:3] == ["-", "-"] and "RETAKE" in lines[2] and "dark" in lines[2]
+    # JSON, as the API: no probability or band for a photo that failed the gate; --no-gate gives them anyway
+    main([str(dark), "--model", str(tiny_model), "--json"])
+    row = json.loads(capsys.readouterr().out)
+    assert row["probability"] is None and row["band"] is None and row["quality"]["codes"] == ["too_dark"]
+    main([str(dark), "--model", str(tiny_model), "--json", "--no-gate"])
+    row = json.loads(capsys.readouterr().out)
+    assert 0.0 <= row["probability"] <= 1.0 and row["band"] in ("low", "medium", "high")
+    assert row["quality"]["ok"] is False
+
+
+def test_the_skin_lesion_check_is_the_apps(tiny_model, folder, tmp_path, capsys):
+    """With the model's OOD statistics in its folder, the CLI refuses what the app refuses ("does not look like a
+    skin lesion"); without them it says the check is off."""
+    from dermo.inference import Predictor
+    from dermo.ood import embed_images, fit_ood
+
+    d, names = folder
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    main([str(d / names[0]), "--model", str(model), "--json"])
+    out, err = capsys.readouterr()
+    assert json.loads(out)["quality"]["ok"] is True and "check is off" in err
+    pred = Predictor(model)
+    det = fit_ood(embed_images(pred, sorted(str(f) for f in d.glob("*.jpg") if f.name != "broken.jpg")), 2)
+    capsys.readouterr()  # timm's loading message
+    for threshold, ok in ((float("inf"), True), (-1.0, False)):  # everything in / everything out of distribution
+        det.threshold = threshold
+        det.save(model, model_sha256=pred.sha256)
+        main([str(d / names[0]), "--model", str(model), "--json"])
+        out, err = capsys.readouterr()
+        row = json.loads(out)
+        assert row["quality"]["ok"] is ok and "check is off" not in err
+        assert (row["band"] is None) is (not ok) and (row["quality"]["codes"] == ["not_skin"]) is (not ok)
 
 
 def test_bad_model_is_a_clear_error(tmp_path, folder, capsys):
