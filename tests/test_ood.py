@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dermo.ood import check_ood, fit_for_model, fit_ood, load_ood, main
+from dermo.ood import (METHOD_CLASSWISE, METHOD_POOLED, ClassOODDetector, OODDetector, check_ood, fit_class_ood,
+                       fit_for_model, fit_ood, load_ood, main)
 from dermo.quality import QualityReport
 
 
@@ -49,6 +50,108 @@ def test_scores_grow_with_distance_and_threshold_passes_the_requested_share():
     assert det.score(base[None])[0] < np.median(det.score(val))
 
 
+BASIS = np.linalg.qr(np.random.default_rng(42).normal(size=(48, 48)))[0].T  # orthonormal rows
+
+
+def two_classes(rng: np.random.Generator, n_big: int, n_small: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, 48) points and labels: a big tight class and a small, more varied one in other directions (like naevi
+    and the rarer, more heterogeneous malignant lesions)."""
+    centre = 8.0 * BASIS[0]
+    big = centre + 0.3 * rng.normal(size=(n_big, 6)) @ BASIS[1:7]
+    small = centre + 1.5 * BASIS[7] + 0.8 * rng.normal(size=(n_small, 6)) @ BASIS[8:14]
+    x = np.concatenate([big, small]) + 0.02 * rng.normal(size=(n_big + n_small, 48))
+    return x, np.array(["big"] * n_big + ["small"] * n_small)
+
+
+def test_classwise_check_does_not_reject_the_small_class_more():
+    tr, tr_y = two_classes(np.random.default_rng(0), 3000, 300)
+    va, va_y = two_classes(np.random.default_rng(1), 1500, 150)
+    te, te_y = two_classes(np.random.default_rng(2), 3000, 300)  # held out from fitting and calibration
+
+    pooled = fit_ood(tr, components=8)
+    pooled.calibrate(va, 0.97)
+    rej = {c: pooled.is_ood(te[te_y == c]).mean() for c in ("big", "small")}
+    assert rej["small"] > 2 * rej["big"]  # the skew the class-wise check removes
+
+    det = fit_class_ood(tr, tr_y, components=8)
+    rates = det.calibrate(va, va_y, 0.97)
+    assert det.classes == ["big", "small"] and det.threshold == 1.0
+    assert rates["big"] >= 0.97 and rates["small"] >= 0.97 and rates["all"] >= 0.97
+    ok = ~det.is_ood(va)
+    assert ok[va_y == "small"].mean() == pytest.approx(rates["small"]) and ok.mean() == pytest.approx(rates["all"])
+    rej = {c: det.is_ood(te[te_y == c]).mean() for c in ("big", "small")}
+    assert rej["small"] <= rej["big"] + 0.03  # held-out draws: no class rejected much more than the other
+    odd = np.zeros((3, 48))
+    odd[:, 47] = [1.0, 5.0, 50.0]  # a direction neither class uses
+    assert det.is_ood(odd).all()
+
+
+def test_classwise_needs_every_class():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="class 'b'"):
+        fit_class_ood(rng.normal(size=(20, 8)), ["a"] * 19 + ["b"])
+    with pytest.raises(ValueError, match="labels"):
+        fit_class_ood(rng.normal(size=(20, 8)), ["a"] * 10)
+    det = fit_class_ood(rng.normal(size=(40, 8)), ["a", "b"] * 20)
+    with pytest.raises(ValueError, match="no validation lesion of class 'b'"):
+        det.calibrate(rng.normal(size=(10, 8)), ["a"] * 10)
+    with pytest.raises(ValueError, match="pass_rate"):
+        det.calibrate(rng.normal(size=(10, 8)), ["a", "b"] * 5, pass_rate=0.3)
+
+
+def model_folder(tmp_path: Path) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    (tmp_path / "config.json").write_text(json.dumps({"name": "x", "labels": ["benign", "malignant"]}))
+    return tmp_path
+
+
+def test_old_pooled_file_still_loads_and_scores_as_before(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    train, val = rng.normal(size=(300, 16)), rng.normal(size=(100, 16))
+    det = fit_ood(train, components=4)
+    det.calibrate(val, 0.9)
+    # exactly what the earlier release wrote (ood.npz keys and config.json "ood" key)
+    for name, extra in (("old", {"method": "ppca-mahalanobis-l2"}), ("older", {})):
+        d = model_folder(tmp_path / name)
+        np.savez(d / "ood.npz", mean=det.mean.astype(np.float32), components=det.components.astype(np.float32),
+                 variances=det.variances, noise_var=np.float64(det.noise_var))
+        cfg = json.loads((d / "config.json").read_text())
+        cfg["ood"] = {"file": "ood.npz", "threshold": det.threshold, "pass_rate": 0.9, "components": 4,
+                      "model_sha256": "ab" * 32, **extra}
+        (d / "config.json").write_text(json.dumps(cfg))
+        old = load_ood(d, "ab" * 32)
+        assert isinstance(old, OODDetector) and old.threshold == det.threshold and old.pass_rate == 0.9
+        np.testing.assert_allclose(old.score(val), det.score(val), rtol=1e-5)
+        assert (old.is_ood(val) == det.is_ood(val)).mean() > 0.98  # float32 storage may flip a tie
+        assert load_ood(d, "cd" * 32) is None  # sha256 guard unchanged
+    (tmp_path / "old" / "config.json").write_text(json.dumps(
+        {"ood": {"file": "ood.npz", "method": "something-newer", "threshold": 1.0}}))
+    with caplog.at_level("WARNING"):
+        assert load_ood(tmp_path / "old") is None
+    assert "something-newer" in caplog.text
+
+
+def test_classwise_save_load_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    tr, tr_y = two_classes(rng, 400, 60)
+    det = fit_class_ood(tr, tr_y, components=4)
+    det.calibrate(tr, tr_y, 0.95)
+    d = model_folder(tmp_path / "m")
+    det.save(d, model_sha256="ab" * 32)
+    cfg = json.loads((d / "config.json").read_text())
+    assert cfg["name"] == "x" and cfg["ood"]["method"] == METHOD_CLASSWISE
+    assert cfg["ood"]["classes"] == ["big", "small"] and cfg["ood"]["threshold"] == 1.0
+    back = load_ood(d, "ab" * 32)
+    assert isinstance(back, ClassOODDetector) and back.classes == det.classes
+    np.testing.assert_allclose(back.scales, det.scales)
+    np.testing.assert_allclose(back.score(tr), det.score(tr), rtol=1e-5)
+    # the boundary lies between lesions, so float32 storage does not flip the calibration lesions
+    assert (back.is_ood(tr) == det.is_ood(tr)).all()
+    assert load_ood(d, "cd" * 32) is None
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        det.save(tmp_path / "nothing")
+
+
 def test_fit_needs_data():
     with pytest.raises(ValueError, match="at least 2"):
         fit_ood(np.ones((1, 8)))
@@ -57,13 +160,19 @@ def test_fit_needs_data():
         det.calibrate(np.ones((5, 8)), pass_rate=1.0)
 
 
-def test_fit_save_load_and_gate_on_a_real_model(tiny_model, tiny_data, tiny_manifest):
-    before = json.loads((tiny_model / "config.json").read_text())
-    summary = fit_for_model(tiny_model, data_dir=tiny_data, manifest=tiny_manifest, limit_train=0, components=4)
+@pytest.mark.parametrize("method", [METHOD_CLASSWISE, METHOD_POOLED])
+def test_fit_save_load_and_gate_on_a_real_model(method, tiny_model, tiny_data, tiny_manifest):
+    before = {k: v for k, v in json.loads((tiny_model / "config.json").read_text()).items() if k != "ood"}
+    summary = fit_for_model(tiny_model, data_dir=tiny_data, manifest=tiny_manifest, components=4, method=method)
     after = json.loads((tiny_model / "config.json").read_text())
     assert {k: v for k, v in after.items() if k != "ood"} == before  # other keys untouched
-    assert after["ood"]["threshold"] == pytest.approx(summary["threshold"])
+    assert after["ood"]["method"] == method and after["ood"]["threshold"] == pytest.approx(summary["threshold"])
     assert after["ood"]["n_validation"] >= 1 and after["ood"]["validation_pass_rate"] >= 0.95
+    assert after["ood"]["n_train"] == 28  # every training image by default
+    if method == METHOD_CLASSWISE:
+        assert after["ood"]["classes"] == ["benign", "malignant"]
+        assert min(after["ood"]["validation_pass_rate_by_class"].values()) >= 0.97
+        assert after["ood"]["n_train_by_class"] == {"benign": 17, "malignant": 11}
     assert (tiny_model / "ood.npz").is_file()
 
     from dermo.inference import Predictor
@@ -71,7 +180,8 @@ def test_fit_save_load_and_gate_on_a_real_model(tiny_model, tiny_data, tiny_mani
 
     pred = Predictor(tiny_model)
     det = load_ood(tiny_model, pred.sha256)
-    assert det is not None and det.threshold == pytest.approx(summary["threshold"])
+    assert isinstance(det, ClassOODDetector if method == METHOD_CLASSWISE else OODDetector)
+    assert det.threshold == pytest.approx(summary["threshold"])
     assert load_ood(tiny_model, "0" * 64) is None  # stats of other weights are refused
 
     val = embed_images(pred, split_paths(tiny_data, "validation", tiny_manifest))
@@ -99,7 +209,10 @@ def test_cli_writes_into_out_folder(tiny_model, tiny_data, tiny_manifest, tmp_pa
           "--manifest", str(tiny_manifest), "--limit-train", "0", "--components", "4"])
     printed = capsys.readouterr().out
     assert json.loads(printed[printed.index("{"):])["n_train"] > 0
-    assert (out / "ood.npz").is_file() and "ood" in json.loads((out / "config.json").read_text())
+    assert (out / "ood.npz").is_file()
+    assert json.loads((out / "config.json").read_text())["ood"]["method"] == METHOD_CLASSWISE
+    with pytest.raises(ValueError, match="method"):
+        fit_for_model(tiny_model, out, tiny_data, tiny_manifest, method="knn")
     with pytest.raises(SystemExit, match="no config.json"):
         main(["--model", str(tiny_model), "--out", str(tmp_path / "empty")])
 
