@@ -151,8 +151,6 @@ def test_a_result_never_outlives_its_photo(app_url, browser, tiny_data, tmp_path
         expect(error).to_contain_text("could not be used", timeout=60_000)
         expect(page.locator("#dh-band")).to_have_count(0)
         expect(download).to_be_hidden()
-        page.wait_for_timeout(12_000)  # longer than an error toast lives: the message is still there
-        expect(error).to_be_visible()
     finally:
         page.close()
 
