@@ -25,6 +25,7 @@ Pipeline (``export_bundle``, CLI ``python -m train.export``):
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -46,8 +47,8 @@ OUTPUT_NAMES = ("logits", "attention", "embedding")
 VARIANTS = ("fp32", "fp16w", "dynamic", "static")  # fp16w: fp16-stored weights, fp32 compute
 METADATA_KEY = "dermohelper_config"
 # config.json keys written by the export itself (never carried over from the source folder)
-RESERVED_KEYS = ("sha256", "onnx_variant", "source_model", "source_sha256", "opset", "parity", "variants", "selection",
-                 "quantization")
+RESERVED_KEYS = ("sha256", "onnx_variant", "source_model", "source_sha256", "source_version", "opset", "parity",
+                 "variants", "selection", "quantization")
 DEFAULT_OPSET = 17
 HEAD_SCOPE = "/attn/"  # TorchScript exporter node names follow module paths: the attention conv is ".../attn/Conv"
 
@@ -410,13 +411,16 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, variant: str = "au
                   manifest: str | Path = DEFAULT_MANIFEST, keep_head_fp32: bool = True, per_channel: bool = True,
                   calib_method: str = "percentile", auroc_tolerance: float = 0.005, min_band_agreement: float = 0.99,
                   latency_runs: int = 30, num_threads: int = 1, seed: int = 0,
-                  keep_variants: str | Path | None = None) -> dict[str, Any]:
+                  keep_variants: str | Path | None = None, version: str | None = None) -> dict[str, Any]:
     """Export ``model_dir`` (``save_pretrained`` layout) into ``out_dir`` (model.onnx + config.json).
 
     ``variant``: ``fp32``, ``fp16w``, ``dynamic``, ``static`` or ``auto`` (build all, score them on ``val_images``
     validation images (0 = all), pick with ``choose_variant``). Returns the written config, whose ``variants``
     key holds every candidate's validation AUROC, band agreement, size and batch-1 latency.
     ``keep_variants``: a folder to keep every candidate ``.onnx`` in (benchmarks reuse them).
+    ``version``: the bundle's version (default: the trained model's; the bundle keeps that as ``source_version``).
+    Replacing a bundle in ``out_dir`` by one from other weights under the same name and version is refused: the
+    app, the API and the result card tell models apart by name and version.
     """
     from .models import load_model
 
@@ -430,6 +434,10 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, variant: str = "au
     model = load_model(str(model_dir)).eval()
     # config.json is the source of truth: calibration (and e.g. the OOD check's ``ood`` key) were written there
     cfg, source_extra = read_config(model_dir)
+    source_version = cfg.version
+    if version:
+        cfg = dataclasses.replace(cfg, version=str(version))
+    check_new_version(out_dir, cfg, sha256_file(model_dir / "model.safetensors"))
     carried = {k: v for k, v in source_extra.items() if k not in RESERVED_KEYS}
     build = list(VARIANTS) if variant == "auto" else sorted({"fp32", variant}, key=VARIANTS.index)
     with tempfile.TemporaryDirectory() as tmp:
@@ -490,8 +498,25 @@ def export_bundle(model_dir: str | Path, out_dir: str | Path, variant: str = "au
         copy_side_files(carried, model_dir, out_dir)
         return write_bundle(files[chosen], out_dir, cfg, **carried, onnx_variant=chosen, source_model=str(model_dir),
                             source_sha256=sha256_file(model_dir / "model.safetensors"),
+                            source_version=source_version,
                             opset=DEFAULT_OPSET, parity={"fp32": parity, chosen: shipped_parity},
                             variants=results, selection=selection, quantization=quant)
+
+
+def check_new_version(out_dir: str | Path, cfg: ModelConfig, source_sha256: str) -> None:
+    """Refuse to replace the bundle in ``out_dir`` with other weights under its own name and version."""
+    path = Path(out_dir) / "config.json"
+    if not path.is_file():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    same_id = old.get("name") == cfg.name and str(old.get("version")) == str(cfg.version)
+    if same_id and old.get("source_sha256") and old["source_sha256"] != source_sha256:
+        raise ValueError(f"{out_dir} holds {cfg.name} {cfg.version} exported from other weights "
+                         f"(source sha256 {old['source_sha256'][:12]}...): give the new model its own version "
+                         f"(train.export --version, ship.sh VERSION=), e.g. one above {cfg.version}")
 
 
 def image_batches(x: np.ndarray, sizes: Iterable[int]) -> dict[int, np.ndarray]:

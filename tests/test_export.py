@@ -15,7 +15,7 @@ from dermo.config import ModelConfig
 from dermo.export import (INPUT_NAME, METADATA_KEY, OUTPUT_NAMES, choose_variant, export_onnx, head_nodes,
                           load_images, read_metadata_config, run_torch, store_weights_fp16)
 from dermo.inference import ModelIntegrityError, Predictor, sha256_file
-from dermo.models import create_model
+from dermo.models import create_model, load_model
 
 CALIBRATION = dict(temperature=1.7, logit_bias=-0.3, threshold=0.35, band_low=0.1, band_high=0.45, calibrated=True)
 
@@ -159,3 +159,32 @@ def test_int8_islands_benchmark(tiny_model_dir, tiny_data, tiny_manifest, tmp_pa
     md = (tmp_path / "r.md").read_text()
     assert f"| {n} | 100.0% |" in md and "| fp32 (reference) |" in md
     assert json.loads((tmp_path / "r.json").read_text())["sha256"] == sha256_file(tiny_model_dir / "model.safetensors")
+
+
+def test_other_weights_need_their_own_version(bundle, tiny_model_dir, tiny_data, tiny_manifest, tmp_path):
+    """Two different models must never ship under one name and version: the app, the API and the result card tell
+    them apart by it. Re-exporting the same weights is fine; other weights need --version."""
+    import torch
+
+    from train.export import main
+
+    out = tmp_path / "assets"
+    shutil.copytree(bundle, out)
+    args = ["--out", str(out), "--variant", "fp32", "--parity-images", "4", "--data", str(tiny_data),
+            "--manifest", str(tiny_manifest)]
+    main(["--model", str(tiny_model_dir), *args])  # the same weights again
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model_dir, other)
+    model = load_model(str(other))
+    with torch.no_grad():
+        model.attn.weight.add_(0.1)
+    model.save_pretrained(other)
+    with pytest.raises(ValueError, match="its own version"):
+        main(["--model", str(other), *args])
+    assert json.loads((out / "config.json").read_text())["source_sha256"] == sha256_file(
+        tiny_model_dir / "model.safetensors")  # the refused export left the shipped bundle alone
+    conf = main(["--model", str(other), *args, "--version", "9.10.0"])
+    on_disk = json.loads((out / "config.json").read_text())
+    assert on_disk["version"] == read_metadata_config(out / "model.onnx")["version"] == "9.10.0"
+    assert on_disk["source_version"] == "9.9.9" and conf["sha256"] == sha256_file(out / "model.onnx")
+    assert Predictor(out).info["version"] == "9.10.0"

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=str(DEFAULT_DATA_DIR))
     ap.add_argument("--manifest", default=str(DEFAULT_MANIFEST))
     ap.add_argument("--seed", type=int, default=0, help="seed of the calibration-image sample")
+    ap.add_argument("--version", default=None,
+                    help="version of the shipped bundle (default: the trained model's); required when --out holds "
+                         "a bundle of other weights under the same name and version")
     return ap
 
 
@@ -53,7 +56,8 @@ def main(argv=None) -> dict:
                          manifest=args.manifest, keep_head_fp32=not args.quantize_head,
                          per_channel=not args.per_tensor, calib_method=args.calib_method,
                          auroc_tolerance=args.auroc_tolerance, min_band_agreement=args.min_band_agreement,
-                         num_threads=args.threads, seed=args.seed, keep_variants=args.keep_variants)
+                         num_threads=args.threads, seed=args.seed, keep_variants=args.keep_variants,
+                         version=args.version)
     print(json.dumps({k: conf[k] for k in ("onnx_variant", "sha256", "source_model", "parity", "variants")},
                      indent=1))
     return conf

@@ -11,6 +11,8 @@
 #   journal, and the winner's and untuned student's folders under runs/search/)
 # Ship the winner only if it beats the shipped student (models/gpu/magkd_ensemble, validation AUROC 0.9099) on
 # validation: the search's own untuned row is its base config at the search's budget, not the shipped run.
+# Ship it with VERSION=0.2.0 bash train/ship.sh ...: every model shipped so far said 0.1.0 (only the sha256 told them
+#   apart), and train.export now refuses other weights under the shipped name and version.
 # CPU smoke test of this script (tiny data, 2x2 space):
 #   OUT=/tmp/sout SPACE=train/spaces/smoke_2x2.json RUNGS=1,2 ETA=2 FINAL_EPOCHS=1 CONCURRENCY=1 BENCH= IMG=64 \
 #   SEARCH_EXTRA="--limit_train 64 --limit_eval 64 --batch_size 16 --mixed_precision no --num_workers 2 --n_boot 20" \

@@ -2,6 +2,7 @@
 # From trained runs to everything we ship and quote: calibration on validation, ONNX export into dermo/assets,
 # the out-of-distribution detector for the shipped file, and every report under reports/.
 #   bash train/ship.sh [RUNS]        # RUNS defaults to runs/cpu (teacher/, baseline/, magkd/ from train/cpu_reduced.sh)
+# VERSION=0.2.0: the shipped bundle's version (train.export refuses other weights under the version already shipped).
 # SHIP=baseline ships the student trained without distillation instead, when it is the better one on validation.
 # TEACHER=a/best,b/best: the MAG-KD student learned from an ensemble; the reports show it as the teacher (mean logits)
 # and the Hub teacher repository gets its first member.
@@ -13,7 +14,7 @@ CACHE=$RUNS/logits_cache
 TEACHER=${TEACHER:-$RUNS/teacher/best}
 python -m dermo.evaluate --model $RUNS/$SHIP/best --data $DATA --split validation --calibrate \
   --out reports/evaluation/$SHIP-validation --cache $CACHE --no-progress
-python -m train.export --model $RUNS/$SHIP/best --out dermo/assets
+python -m train.export --model $RUNS/$SHIP/best --out dermo/assets ${VERSION:+--version "$VERSION"}
 python -m dermo.ood --model dermo/assets
 python -m train.report --runs $RUNS --teacher "$TEACHER" --cache $CACHE ${NOTE:+--note "$NOTE"}  # NOTE: where the runs come from
 python benchmarks/inference.py --json reports/inference.json --md reports/inference.md
