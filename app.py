@@ -105,21 +105,26 @@ def user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
+def open_upload(path: str | None) -> Image.Image:
+    """The uploaded file as an RGB image, or ``gr.Error`` with what went wrong and what to do."""
+    if path is None:
+        raise user_error("No photo yet: upload a photo of the skin lesion or take one with the camera.")
+    try:
+        return load_image(path)
+    except ImageError as e:
+        raise user_error(str(e)) from None
+    except Exception:  # never show a traceback for a bad upload
+        logger.exception("could not load an upload")
+        raise user_error("This file could not be read as a photo. Upload a JPEG, PNG, WebP or HEIC photo.") from None
+
+
 def analyze(path: str | None) -> tuple[dict[str, Any], Image.Image | None, np.ndarray | None]:
     """Validate -> quality gate -> one forward pass -> JSON result (plus the photo and attention map for the UI).
 
     Raises ``gr.Error`` for files that are not a usable image. A photo that fails the gate gives a result with
     ``band`` None and the reasons; no verdict.
     """
-    if path is None:
-        raise user_error("No photo yet: upload a photo of the skin lesion or take one with the camera.")
-    try:
-        img = load_image(path)
-    except ImageError as e:
-        raise user_error(str(e)) from None
-    except Exception:  # never show a traceback for a bad upload
-        logger.exception("could not load an upload")
-        raise user_error("This file could not be read as a photo. Upload a JPEG, PNG, WebP or HEIC photo.") from None
+    img = open_upload(path)
     report = check_quality(img)
     pred = None
     if report.ok:
@@ -187,8 +192,17 @@ def analyze_ui(path: str | None):
     return _band_html(result), overlay, gr.update(value=name, visible=True)
 
 
-def reset_outputs():
-    """A new or removed photo: the previous photo's verdict, heatmap and download go (they are not this photo's)."""
+def on_new_photo(path: str | None):
+    """A new or removed photo: the previous photo's verdict, heatmap and download go (they are not this photo's).
+
+    A file that cannot be used gets its message at once, in the card (the browser's preview of it is broken), rather
+    than only after Analyse photo.
+    """
+    if path is not None:
+        try:
+            open_upload(path)
+        except gr.Error as e:
+            return _error_html(e.message), None, gr.update(value=None, visible=False)
     return WELCOME, None, gr.update(value=None, visible=False)
 
 
@@ -279,8 +293,9 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
     # scroll_to_output did not scroll here (6.17).
     outputs = [verdict, heatmap, report_file]
     run_btn.click(analyze_ui, photo, outputs, api_visibility="private").success(None, js=SHOW_VERDICT)
-    # A new photo (uploaded, taken, an example) or none: the last result is not this photo's, so it goes at once.
-    photo.change(reset_outputs, None, outputs, queue=False, show_progress="hidden", api_visibility="private")
+    # A new photo (uploaded, taken, an example) or none: the last result is not this photo's, so it goes at once;
+    # a file that cannot be used says so right away.
+    photo.change(on_new_photo, photo, outputs, queue=False, show_progress="hidden", api_visibility="private")
 
     # The public API: a plain file in, JSON out (hidden components: the page shows the UI above).
     api_file = gr.File(label="image", visible=False, type="filepath")

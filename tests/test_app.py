@@ -173,7 +173,12 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
             html, overlay, report = app.analyze_ui(path)
             assert "dh-error" in html and words in html and "risk" not in html.lower()
             assert overlay is None and report["visible"] is False and report["value"] is None
-        assert app.reset_outputs()[0] == app.WELCOME and app.reset_outputs()[2]["visible"] is False
+        # a new photo clears the last result; one that cannot be used says so before Analyse
+        for path in (None, str(good_images(tiny_data, 1)[0])):
+            html, overlay, report = app.on_new_photo(path)
+            assert html == app.WELCOME and overlay is None and report["visible"] is False
+        html, overlay, report = app.on_new_photo(str(bad["zero_byte"]))
+        assert "dh-error" in html and "empty" in html and overlay is None and report["visible"] is False
         assert app.predict(str(good_images(tiny_data, 1)[0]))["band"] in BANDS
         assert app.demo.delete_cache is not None  # uploads and results are swept from the cache
     finally:
