@@ -364,9 +364,69 @@ class ModelInfo:
     safetensors_sha256: str | None = None
     has_safetensors: bool = True
     paths: set[str] = field(default_factory=set)  # the local folders pushed (match evaluations by model path)
+    teacher_of: dict[str, Any] | None = None  # teacher_membership(): the student this model taught, and with whom
+
+
+def teacher_membership(model_dir: str | Path, student_dir: str | Path) -> dict[str, Any]:
+    """The student ``model_dir`` taught, alone or as one member of an ensemble teacher, read from the student's
+    ``run_config.json`` (``distill.teacher``: the teacher folders, comma-separated, as given to training).
+
+    Raises ``ValueError`` when the student was not distilled or ``model_dir`` is not one of its teachers: a card
+    never claims a role its files do not show.
+    """
+    student_dir = Path(student_dir)
+    rc = _read_json(student_dir / "run_config.json") or {}
+    teacher = (rc.get("distill") or {}).get("teacher") if isinstance(rc, dict) else None
+    if not teacher:
+        raise ValueError(f"--teacher-of {student_dir}: its run_config.json names no teacher (not a MAG-KD student)")
+    me = Path(model_dir).resolve()
+    members = [{"path": m, "backbone": (_read_json(Path(m) / "config.json") or {}).get("backbone"),
+                "this": Path(m).resolve() == me} for m in (t.strip() for t in str(teacher).split(",")) if m]
+    if not any(m["this"] for m in members):
+        raise ValueError(f"--teacher-of {student_dir}: {model_dir} is not among its teachers "
+                         f"({', '.join(m['path'] for m in members)})")
+    student = (_read_json(student_dir / "config.json") or {}).get("name") or str(student_dir)
+    return {"student": student, "members": members}
+
+
+def _teacher_paragraph(t: dict[str, Any]) -> str:
+    others = [m for m in t["members"] if not m["this"]]
+    if not others:
+        return f"**Its role.** The DermoHelper student `{t['student']}` was distilled from this model alone."
+    names = ", ".join(f"`{m['backbone'] or m['path']}` (`{m['path']}`)" for m in others)
+    return (f"**Its role.** The DermoHelper student `{t['student']}` was distilled from an ensemble teacher: the mean "
+            f"logits of {len(t['members'])} models, this one and {names}. The figures under Evaluation are this "
+            "model's alone, not the ensemble's (the training report below has the ensemble's rows).")
+
+
+def _report_sha256(rep: Any) -> str | None:
+    """The sha256 of the model file a benchmark report measured (inference.json / quality_gate.json)."""
+    if not isinstance(rep, dict):
+        return None
+    model = rep.get("model") if isinstance(rep.get("model"), dict) else {}
+    return rep.get("shipped_sha256") or model.get("sha256")
+
+
+def parity_table(onnx_config: dict[str, Any]) -> str | None:
+    """train.export's check of every exported ONNX variant against the PyTorch weights (config.json 'parity')."""
+    par = onnx_config.get("parity")
+    if not isinstance(par, dict) or not par:
+        return None
+    served = onnx_config.get("onnx_variant")
+    rows = [[f"{v}{' (served: model.onnx)' if v == served else ''}", str(r.get("images", "n/a")),
+             str(r.get("split", "n/a"))] + [f"{r[k]:.2g}" if _num(r.get(k)) is not None else "n/a"
+                                            for k in ("logits_max_abs_diff", "attention_max_abs_diff",
+                                                      "embedding_max_abs_diff")]
+            for v, r in sorted(par.items()) if isinstance(r, dict)]
+    return _table(["ONNX variant", "images", "split", "max abs. logit difference", "max abs. attention difference",
+                   "max abs. embedding difference"], rows)
 
 
 def _role(info: ModelInfo) -> str:
+    if info.teacher_of:
+        n = len(info.teacher_of["members"])
+        return (f"teacher, one of the {n} members of the ensemble teacher of `{info.teacher_of['student']}`"
+                if n > 1 else f"teacher of `{info.teacher_of['student']}`")
     teacher = ((info.run_config or {}).get("distill") or {}).get("teacher")
     if teacher:
         members = [p.strip() for p in str(teacher).split(",") if p.strip()]
@@ -492,7 +552,11 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
     s.append(f"> **Not a medical device. Not a diagnosis.** {DISCLAIMER}")
     s.append("Given a photo of one skin lesion, the model returns a calibrated probability that it is malignant "
              "(melanoma, basal cell carcinoma, actinic keratosis / Bowen's disease), a Low / Medium / High risk band "
-             "and the attention map it pooled its features with. It is the model behind the DermoHelper app.")
+             "and the attention map it pooled its features with. "
+             + ("It taught the model behind the DermoHelper app." if info.teacher_of else
+                "It is the model behind the DermoHelper app."))
+    if info.teacher_of:
+        s.append(_teacher_paragraph(info.teacher_of))
 
     s.append("## Model details")
     onnx = info.onnx_config or {}
@@ -585,8 +649,17 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
             "; none of them is this card's model (its own figures are under Evaluation above)")
          + ".\n\n" + _table(["model / split", "AUROC (95% CI)", "sensitivity", "specificity", "threshold"], trows))
         if trows else NOT_MEASURED + "."))
+    par = parity_table(onnx)
+    if par:
+        s.append("**ONNX parity** (written by `python -m train.export` into `onnx/config.json`: the exported fp32 "
+                 "graph and the served file against the PyTorch weights, on the same images):\n\n" + par)
     for title, rep, fname in (("Inference benchmark", reports.inference, "inference.json"),
                               ("Photo quality gate", reports.quality_gate, "quality_gate.json")):
+        measured = _report_sha256(rep)
+        if measured and measured not in sha:  # the app's shipped file, not this model
+            s.append(f"**{title}** (`reports/{fname}`): measured on another model file (sha256 `{measured[:12]}...`, "
+                     f"the app's), not on this one: {NOT_MEASURED} for this model.")
+            continue
         rows = _scalar_rows(rep) if rep is not None else []
         s.append(f"**{title}** (`reports/{fname}`): " + (
             "\n\n<details><summary>figures</summary>\n\n" + _table(["key", "value"], [list(r) for r in rows])

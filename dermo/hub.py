@@ -169,12 +169,18 @@ def _write_sums(folder: Path) -> None:
 def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_id: str,
                        onnx_dir: str | Path | None = None, reports_dir: str | Path = "reports",
                        dataset_id: str | None = None, evaluations: list[str] | None = None,
-                       manifest: str | Path = DEFAULT_MANIFEST) -> Path:
-    """Write exactly the files a model push uploads into ``out_dir`` (which must be empty or absent)."""
-    from .cards import LICENSE_NOTE, ModelInfo, build_model_card, load_reports
+                       manifest: str | Path = DEFAULT_MANIFEST, teacher_of: str | Path | None = None) -> Path:
+    """Write exactly the files a model push uploads into ``out_dir`` (which must be empty or absent).
+
+    ``teacher_of``: the MAG-KD student folder this model taught (alone or in an ensemble); the card says so.
+    """
+    from .cards import LICENSE_NOTE, ModelInfo, build_model_card, load_reports, teacher_membership
 
     if model_dir is None and onnx_dir is None:
         raise ValueError("give the save_pretrained folder (--model) and/or an ONNX folder (--onnx)")
+    if teacher_of is not None and model_dir is None:
+        raise ValueError("--teacher-of needs the teacher's --model folder")
+    membership = teacher_membership(model_dir, teacher_of) if teacher_of is not None else None
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; give a new folder for the files to upload")
@@ -224,6 +230,7 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
         info.onnx_files = {f.name: f.stat().st_size for f in sorted(dest.glob("*.onnx"))}
 
     assert info is not None
+    info.teacher_of = membership
     card = build_model_card(info, load_reports(reports_dir), repo_id, dataset_id=dataset_id,
                             evaluations=evaluations, manifest=manifest)
     (out / "README.md").write_text(str(card), encoding="utf-8")
@@ -236,7 +243,8 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
 def push_model(model_dir: str | Path | None, repo_id: str, onnx_dir: str | Path | None = None,
                reports_dir: str | Path = "reports", private: bool = False, revision: str | None = None,
                token: str | None = None, dry_run_dir: str | Path | None = None, dataset_id: str | None = None,
-               evaluations: list[str] | None = None, commit_message: str | None = None) -> Any:
+               evaluations: list[str] | None = None, commit_message: str | None = None,
+               teacher_of: str | Path | None = None) -> Any:
     """Push weights, ONNX file(s), model card and license to ``repo_id`` in ONE commit.
 
     With ``dry_run_dir`` the folder is written there and nothing touches the network; returns the folder.
@@ -245,13 +253,14 @@ def push_model(model_dir: str | Path | None, repo_id: str, onnx_dir: str | Path 
     if parse_hub_id(repo_id) is None or "@" in repo_id:
         raise ValueError(f"--repo {repo_id!r}: give owner/name (the revision goes in --revision)")
     if dry_run_dir is not None:
-        return build_model_folder(model_dir, dry_run_dir, repo_id, onnx_dir, reports_dir, dataset_id, evaluations)
+        return build_model_folder(model_dir, dry_run_dir, repo_id, onnx_dir, reports_dir, dataset_id, evaluations,
+                                  teacher_of=teacher_of)
     from huggingface_hub import CommitOperationAdd, HfApi
 
     api = HfApi(token=_token(token))
     with tempfile.TemporaryDirectory(prefix="dermo_push_") as tmp:
         folder = build_model_folder(model_dir, Path(tmp) / "repo", repo_id, onnx_dir, reports_dir, dataset_id,
-                                    evaluations)
+                                    evaluations, teacher_of=teacher_of)
         ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
                for p in sorted(folder.rglob("*")) if p.is_file()]
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
@@ -358,6 +367,8 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI,
     pm.add_argument("--evaluation", action="append",
                     help="reports/evaluation/<NAME> folder(s) of this model (default: matched by sha256)")
     pm.add_argument("--dataset-repo", help="Hub dataset id for the card (default: <owner>/ham10000)")
+    pm.add_argument("--teacher-of", metavar="STUDENT",
+                    help="the MAG-KD student folder this teacher taught (alone or as one member of an ensemble)")
     pm.add_argument("--revision", help="branch to push to (created if missing)")
     pm.add_argument("--private", action="store_true")
     pm.add_argument("--dry-run", metavar="DIR", help="write the folder a push would upload; no network")
@@ -379,7 +390,8 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI,
         if args.cmd == "push-model":
             out = push_model(args.model, args.repo, onnx_dir=args.onnx, reports_dir=args.reports,
                              private=args.private, revision=args.revision, dry_run_dir=args.dry_run,
-                             dataset_id=args.dataset_repo, evaluations=args.evaluation)
+                             dataset_id=args.dataset_repo, evaluations=args.evaluation,
+                             teacher_of=args.teacher_of)
         elif args.cmd == "push-dataset":
             out = push_dataset(args.data, args.repo, manifest=args.manifest, dry_run_dir=args.dry_run,
                                private=args.private)

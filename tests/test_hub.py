@@ -506,3 +506,53 @@ def test_card_training_rows_and_a_calibration_it_does_not_hold(tiny_model, tiny_
     line = next(x for x in text.splitlines() if x.startswith("**Calibration of these figures**"))
     assert "fitted here on validation" in line and "logit bias b -0.2500" in line
     assert "operating threshold 0.1250" in line and "low 0.0625 / high 0.3750" in line
+
+
+def test_teacher_card_says_whom_it_taught(tiny_model, tmp_path):
+    """--teacher-of: the teacher's card names the student it taught and, for an ensemble, the other members; the role
+    is read from the student's run_config.json, and a model that is not among its teachers is refused."""
+    from dermo.config import RunConfig
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    student = tmp_path / "student"
+    shutil.copytree(tiny_model, student)
+    RunConfig().override(backbone="test_efficientnet", img_size=64, teacher=f"{tiny_model},{other}").save(
+        student / "run_config.json")
+    out = hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry",
+                         teacher_of=student)
+    text = (out / "README.md").read_text()
+    assert "teacher, one of the 2 members of the ensemble teacher of `dermohelper-tiny`" in text.splitlines()[
+        next(i for i, line in enumerate(text.splitlines()) if line.startswith("# "))]
+    assert f"the mean logits of 2 models, this one and `test_efficientnet` (`{other}`)" in text
+    assert "this model's alone, not the ensemble's" in text
+    with pytest.raises(ValueError, match="not among its teachers"):
+        hub.push_model(tmp_path / "student", REPO, dry_run_dir=tmp_path / "dry2", teacher_of=student)
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_model, plain)
+    RunConfig().override(backbone="test_efficientnet", img_size=64).save(plain / "run_config.json")
+    with pytest.raises(ValueError, match="names no teacher"):
+        hub.push_model(tiny_model, REPO, dry_run_dir=tmp_path / "dry3", teacher_of=plain)
+
+
+def test_card_parity_and_benchmarks_of_another_model(tiny_model, tiny_reports, tmp_path):
+    """The served file's parity with the PyTorch weights is in the card (from its config, as train.export writes
+    it); a benchmark report of another model file is not shown as this model's."""
+    from dermo.export import check_parity, export_onnx, write_bundle
+
+    model = load_model(str(tiny_model)).eval()
+    f = export_onnx(model, tmp_path / "fp32.onnx", simplify=False)
+    x = np.random.default_rng(0).normal(size=(4, 3, 64, 64)).astype(np.float32)
+    parity = {**check_parity(model, f, x), "split": "random"}
+    onnx_dir = tmp_path / "onnx"
+    write_bundle(f, onnx_dir, model.config, onnx_variant="fp32", source_model=str(tiny_model), parity={"fp32": parity})
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny_reports, reports)
+    (reports / "inference.json").write_text(json.dumps({"shipped_sha256": "ab" * 32, "rows": {"x": 1.5}}))
+    text = (hub.push_model(tiny_model, REPO, onnx_dir=onnx_dir, reports_dir=reports, dry_run_dir=tmp_path / "dry")
+            / "README.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| fp32 (served: model.onnx) |"))
+    assert row.split(" | ")[1:4] == ["4", "random", f"{parity['logits_max_abs_diff']:.2g}"]
+    assert ("**Inference benchmark** (`reports/inference.json`): measured on another model file (sha256 "
+            "`abababababab...`, the app's), not on this one: not measured yet for this model.") in text
+    assert "rows.x" not in text

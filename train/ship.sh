@@ -28,6 +28,6 @@ mkdir -p reports/cards && rm -rf outputs/hub_student outputs/hub_teacher  # dry-
 python -m dermo.hub push-model --model $RUNS/$SHIP/best --onnx dermo/assets --repo dermohelper/dermohelper-student \
   --dry-run outputs/hub_student
 python -m dermo.hub push-model --model "${TEACHER%%,*}" --repo dermohelper/dermohelper-teacher \
-  --dry-run outputs/hub_teacher
+  $([ "$SHIP" = baseline ] || echo "--teacher-of $RUNS/$SHIP/best") --dry-run outputs/hub_teacher
 cp outputs/hub_student/README.md reports/cards/student.md
 cp outputs/hub_teacher/README.md reports/cards/teacher.md
