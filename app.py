@@ -69,6 +69,8 @@ MODEL_INFO = {k: PREDICTOR.info[k] for k in ("name", "version", "sha256")}
 BAND_EDGES = dict(PREDICTOR.info["band_edges"])
 RETAKE = "Retake the photo"
 WELCOME = "<p>Upload or take a photo, then press <b>Analyse photo</b>.</p>"
+HAM_CREDIT = ("Tschandl, Rosendahl, Kittler, Sci. Data 5, 180161, 2018, doi:10.1038/sdata.2018.161; "
+              "CC BY-NC-SA 4.0, so the model is not for commercial use")
 CARD_NOTE = "A triage aid, not a diagnosis: see a doctor about any lesion that worries you."
 CALIBRATION_NOTE = ("calibrated on validation images" if PREDICTOR.config.calibrated else
                     "NOT yet calibrated: interim temperature and band edges")
@@ -287,7 +289,8 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
             report_file = gr.DownloadButton("Download result (PNG)", visible=False, elem_id="dh-download")
     gr.Markdown(f"Model: {MODEL_INFO['name']} {MODEL_INFO['version']} (sha256 {MODEL_INFO['sha256'][:12]}...). "
                 f"Photos are only used for this analysis and deleted from the server within {_minutes(KEPT_S)} "
-                "(the result card too: save it before then); nothing is stored, logged or shared.")
+                "(the result card too: save it before then); nothing is stored, logged or shared. "
+                f"Trained on HAM10000 ({HAM_CREDIT}).")
     # On a phone the columns stack and the verdict lands below the photo and the examples, out of sight: bring it
     # into view when it is not (on a desktop it is, beside the photo, and nothing moves). Gradio's own
     # scroll_to_output did not scroll here (6.17).

@@ -118,6 +118,10 @@ def test_only_predict_is_public(client):
     others = {d.get("api_name"): d.get("api_visibility") for d in config["dependencies"]
               if d.get("api_name") != "predict"}
     assert others and set(others.values()) == {"private"}, others
+    # the page credits the dataset and its license, and says what the tool is not
+    texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
+    for needle in ("triage aid, not a diagnosis", "HAM10000", "doi:10.1038/sdata.2018.161", "CC BY-NC-SA 4.0"):
+        assert needle in texts, needle
 
 
 @pytest.mark.slow
