@@ -257,7 +257,7 @@ def render_models(rows: list[dict[str, Any]], note: str, n_boot: int, command: s
              "band edges fitted on the validation split; `fitted here` = the folder is not calibrated, so the same "
              "fit was done in memory). Lesion-grouped HAM10000 test split; 95% bootstrap intervals over lesions "
              f"({n_boot} resamples). Full evaluations (plots, subgroups) in `reports/evaluation/<model>-test/`.", "",
-             "| model | format | size MB | AUROC | threshold | sensitivity % | specificity % | ECE before -> after calibration (T, b) |"
+             "| model | format | size MiB | AUROC | threshold | sensitivity % | specificity % | ECE before -> after calibration (T, b) |"
              " Low: % of malignant / malignancy rate | High: malignancy rate | calibration |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
