@@ -606,7 +606,8 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
     s.append("## Evaluation")
     if test:
         name, m = test
-        s.append(f"Test split (from `reports/evaluation/{name}/metrics.json`, written by `python -m dermo.evaluate`): "
+        command = _fields(m).get("command") or "python -m dermo.evaluate"
+        s.append(f"Test split (from `reports/evaluation/{name}/metrics.json`, written by `{command}`): "
                  f"{m.get('n', 'n/a')} images, {m.get('n_malignant', 'n/a')} malignant"
                  + (f", {m['n_groups']} lesions" if m.get("n_groups") else "")
                  + f". Intervals: {100 * float(m.get('ci_level') or 0.95):.0f}% percentile bootstrap"

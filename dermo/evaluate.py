@@ -291,8 +291,10 @@ def render_report(m: dict[str, Any]) -> str:
               f"{m['bootstrap_unit']}s ({m['n_boot']} resamples)",
               f"- calibration: temperature {m['temperature']:.3f}, logit bias {m.get('logit_bias', 0.0):.3f}, threshold {m['threshold']:.4f}, bands Low < "
               f"{m['band_edges']['low']:.4f} <= Medium < {m['band_edges']['high']:.4f} <= High"
-              + ("" if m["calibrated"] else " **(NOT calibrated: interim defaults; run --calibrate on validation)**"),
-              ""]
+              + ("" if m["calibrated"] else " **(NOT calibrated: interim defaults; run --calibrate on validation)**")]
+    if src.get("command"):
+        lines.append(f"- written by: `{src['command']}`")
+    lines.append("")
     if src.get("calibrated_here"):
         lines += ["> These values were fitted on this very data (`--calibrate`): the figures below are in-sample. "
                   "Judge the model on the test split.", ""]
@@ -419,8 +421,10 @@ def write_outputs(out: str | Path, y: np.ndarray, logits: np.ndarray, m: dict[st
 def run_evaluation(model: str | Path | None, data: str | Path, out: str | Path, split: str | None = None,
                    manifest: str | Path | None = DEFAULT_MANIFEST, calibrate: bool = False, tta: bool = False,
                    n_boot: int = 1000, batch_size: int = 64, backend: str = "auto", seed: int = 0,
-                   progress: bool = False, plots: bool = True, cache_dir: str | Path | None = None) -> dict[str, Any]:
-    """The whole command: load, compute logits once, (calibrate), evaluate, write. Returns the metrics dict."""
+                   progress: bool = False, plots: bool = True, cache_dir: str | Path | None = None,
+                   command: str | None = None) -> dict[str, Any]:
+    """The whole command: load, compute logits once, (calibrate), evaluate, write. Returns the metrics dict.
+    ``command``: the command line that ran it, recorded in metrics.json and report.md."""
     if calibrate and split != "validation":
         raise ValueError(f"--calibrate fits temperature, threshold and bands and is only allowed on the validation "
                          f"split (got split={split!r}); run with --split validation, then evaluate on test")
@@ -445,7 +449,8 @@ def run_evaluation(model: str | Path | None, data: str | Path, out: str | Path, 
     m = {**m, "source": {"model": str(model) if model is not None else "bundled (dermo/assets)",
                          "model_name": info["name"], "version": info["version"], "backbone": info["backbone"],
                          "backend": info["backend"], "variant": info["variant"], "sha256": info["sha256"],
-                         "data": str(data), "split": split, "tta": tta, "calibrated_here": calibrate}}
+                         "data": str(data), "split": split, "tta": tta, "calibrated_here": calibrate,
+                         "command": command}}
     if calibration is not None:
         m["calibration"] = calibration
     write_outputs(out, y, logits, m, df, plots=plots)
@@ -454,6 +459,7 @@ def run_evaluation(model: str | Path | None, data: str | Path, out: str | Path, 
 
 def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - exercised through tests via main([...])
     import argparse
+    import shlex
     import sys
 
     ap = argparse.ArgumentParser(prog="python -m dermo.evaluate", description=__doc__.split("\n\n")[0],
@@ -482,7 +488,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - exerci
         with contextlib.redirect_stdout(sys.stderr):  # huggingface_hub prints while loading weights
             m = run_evaluation(args.model, args.data, args.out, args.split, args.manifest, args.calibrate, args.tta,
                                args.n_boot, args.batch_size, args.backend, args.seed, args.progress,
-                               not args.no_plots, args.cache)
+                               not args.no_plots, args.cache,
+                               command=shlex.join(["python", "-m", "dermo.evaluate", *(argv or sys.argv[1:])]))
     except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -63,6 +63,9 @@ def test_metrics_json_has_every_key(tiny_model, tiny_data, tmp_path):
     for name in PLOTS + ("report.md", "predictions.csv"):
         assert (out / name).stat().st_size > 0, name
     assert "AUROC" in (out / "report.md").read_text()
+    # the report says which command wrote it, so its figures can be regenerated
+    cmd = f"python -m dermo.evaluate --model {tiny_model} --data {tiny_data} --out {out} --n_boot 50 --no-progress"
+    assert m["source"]["command"] == cmd and f"- written by: `{cmd}`" in (out / "report.md").read_text()
 
 
 def test_metrics_match_direct_computation(tiny_model, tiny_data):
@@ -208,9 +211,10 @@ def test_training_and_models_report(tiny_model, tiny_data, tiny_manifest, tmp_pa
         RunConfig().override(backbone="test_efficientnet", img_size=64, epochs=1, tta=name == "teacher",
                              teacher=str(runs / "teacher" / "best") if name == "magkd" else "").save(
             best / "run_config.json")
-        (runs / name / "metrics.json").write_text(json.dumps({"train_seconds": 60.0 * (i + 1),
-                                                              "train_img_per_s": 10.0, "best_epoch": 0,
-                                                              "epochs_run": 1, "validation": {"auroc": 0.5}}))
+        # magkd's as a committed weights folder holds it (models/<run>/: metrics.json beside the weights, in best/)
+        metrics = runs / name / ("best/metrics.json" if name == "magkd" else "metrics.json")
+        metrics.write_text(json.dumps({"train_seconds": 60.0 * (i + 1), "train_img_per_s": 10.0, "best_epoch": 0,
+                                       "epochs_run": 1, "validation": {"auroc": 0.5}}))
     run_evaluation(runs / "magkd" / "best", tiny_data, tmp_path / "cal", split="validation", manifest=tiny_manifest,
                    calibrate=True, n_boot=10, plots=False)
     from dermo.export import export_onnx
@@ -245,8 +249,11 @@ def test_training_and_models_report(tiny_model, tiny_data, tiny_manifest, tmp_pa
     src = {r["name"]: r["calibration_source"] for r in models}
     assert src == {"teacher": "fitted here on validation", "baseline": "fitted here on validation",
                    "magkd": "config.json", "shipped": "config.json"}
-    for r in models:
-        assert (out / "evaluation" / f"{r['name']}-test" / "metrics.json").is_file()
+    command = json.loads((out / "models.json").read_text())["command"]
+    for r in models:  # each evaluation folder names the train.report call that wrote it
+        ev = out / "evaluation" / f"{r['name']}-test"
+        assert json.loads((ev / "metrics.json").read_text())["source"]["command"] == command
+        assert f"- written by: `{command}`" in (ev / "report.md").read_text()
     by = {r["name"]: r for r in models}
     assert by["shipped"]["calibration"] == by["magkd"]["calibration"]
     assert by["shipped"]["metrics"]["auroc"] == pytest.approx(by["magkd"]["metrics"]["auroc"], abs=1e-3)
@@ -314,9 +321,10 @@ def test_report_ensemble_teacher(tiny_model, tiny_data, tiny_manifest, tmp_path)
         RunConfig().override(backbone="test_efficientnet", img_size=64, epochs=1, tta=name == "teacher",
                              teacher=f"{runs / 'teacher' / 'best'},{runs / 'baseline' / 'best'}"
                              if name == "magkd" else "").save(best / "run_config.json")
-        (runs / name / "metrics.json").write_text(json.dumps({"train_seconds": 60.0 * (i + 1),
-                                                              "train_img_per_s": 10.0, "best_epoch": 0,
-                                                              "epochs_run": 1, "validation": {"auroc": 0.5}}))
+        # magkd's as a committed weights folder holds it (models/<run>/: metrics.json beside the weights, in best/)
+        metrics = runs / name / ("best/metrics.json" if name == "magkd" else "metrics.json")
+        metrics.write_text(json.dumps({"train_seconds": 60.0 * (i + 1), "train_img_per_s": 10.0, "best_epoch": 0,
+                                       "epochs_run": 1, "validation": {"auroc": 0.5}}))
     spec = f"{runs / 'teacher' / 'best'},{runs / 'baseline' / 'best'}"
     out, cache = tmp_path / "reports", tmp_path / "cache"
     assert report_main(["--runs", str(runs), "--teacher", spec, "--data", str(tiny_data), "--manifest",

@@ -549,10 +549,14 @@ def test_card_parity_and_benchmarks_of_another_model(tiny_model, tiny_reports, t
     reports = tmp_path / "reports"
     shutil.copytree(tiny_reports, reports)
     (reports / "inference.json").write_text(json.dumps({"shipped_sha256": "ab" * 32, "rows": {"x": 1.5}}))
-    text = (hub.push_model(tiny_model, REPO, onnx_dir=onnx_dir, reports_dir=reports, dry_run_dir=tmp_path / "dry")
-            / "README.md").read_text()
+    ev = reports / "evaluation" / "tiny_test" / "metrics.json"  # the command that wrote the evaluation is named
+    m = json.loads(ev.read_text())
+    ev.write_text(json.dumps({**m, "source": {**m["source"], "command": "python -m train.report --runs r"}}))
+    text = (hub.push_model(tiny_model, REPO, onnx_dir=onnx_dir, reports_dir=reports, dry_run_dir=tmp_path / "dry",
+                           evaluations=["tiny_test"]) / "README.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| fp32 (served: model.onnx) |"))
     assert row.split(" | ")[1:4] == ["4", "random", f"{parity['logits_max_abs_diff']:.2g}"]
     assert ("**Inference benchmark** (`reports/inference.json`): measured on another model file (sha256 "
             "`abababababab...`, the app's), not on this one: not measured yet for this model.") in text
     assert "rows.x" not in text
+    assert "(from `reports/evaluation/tiny_test/metrics.json`, written by `python -m train.report --runs r`)" in text

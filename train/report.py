@@ -32,6 +32,7 @@ import argparse
 import json
 import logging
 import math
+import shlex
 import sys
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,10 +68,12 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 def run_info(run_dir: Path) -> dict[str, Any]:
-    """Config and training cost of one run folder (``best/`` + ``metrics.json`` + ``history.json``)."""
+    """Config and training cost of one run folder (``best/`` + ``metrics.json`` + ``history.json``). The run's
+    files are read from ``best/`` when the run folder lacks them: a committed weights folder (``models/``) holds all
+    of them, so ``best`` may be a link to one."""
     rc = _read_json(run_dir / "best" / "run_config.json") or _read_json(run_dir / "run_config.json")
-    met = _read_json(run_dir / "metrics.json")
-    hist = _read_json(run_dir / "history.json") or []
+    met = _read_json(run_dir / "metrics.json") or _read_json(run_dir / "best" / "metrics.json")
+    hist = _read_json(run_dir / "history.json") or _read_json(run_dir / "best" / "history.json") or []
     model, train, distill = rc.get("model", {}), rc.get("train", {}), rc.get("distill", {})
     img_s = met.get("train_img_per_s") or (float(np.mean([h["train_img_per_s"] for h in hist])) if hist else None)
     secs = met.get("train_seconds")
@@ -350,7 +353,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
                             "run": ens["info"], **entry}
             rows.append(_model_row(name, title, f"PyTorch fp32 (safetensors), {len(members)} models",
                                    ens["files"], ens["pred"], ens["val"], ens["test"], y_val, y_test, df_test,
-                                   n_boot, out, ens["info"]["tta"], data))
+                                   n_boot, out, ens["info"]["tta"], data, command=command))
             # members that are not reported as runs of their own get their own row (and evaluation folder), so
             # each published model has test figures of its own
             own = {(runs / n / "best").resolve() for n, _ in RUNS if n != "teacher"}
@@ -358,7 +361,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
                 if m.resolve() not in own:
                     rows.append(_model_row(f"teacher-member{i}", f"Teacher member {i}: {info_m['backbone']}",
                                            "PyTorch fp32 (safetensors)", [m / "model.safetensors"], p, lv_m, lt_m,
-                                           y_val, y_test, df_test, n_boot, out, info_m["tta"], data))
+                                           y_val, y_test, df_test, n_boot, out, info_m["tta"], data, command=command))
             continue
         best = members[0] if name == "teacher" else runs / name / "best"
         if not (best / "config.json").is_file():
@@ -369,7 +372,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
         entry = training_entry(y_val, lv, y_test, lt, df_test, n_boot)
         models[name] = {"title": title, "model_dir": str(best), "sha256": pred.sha256, "run": info, **entry}
         rows.append(_model_row(name, title, "PyTorch fp32 (safetensors)", [best / "model.safetensors"], pred, lv,
-                               lt, y_val, y_test, df_test, n_boot, out, info["tta"], data))
+                               lt, y_val, y_test, df_test, n_boot, out, info["tta"], data, command=command))
     if shipped is not None and (Path(shipped) / "model.onnx").is_file():
         pred = open_predictor(shipped, backend="onnx")
         lt = cached_logits(pred, df_test["path"].tolist(), False, cache_dir, progress=progress)
@@ -378,7 +381,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
         variant = pred.extra.get("onnx_variant", "onnx")
         rows.append(_model_row("shipped", f"Shipped ({Path(shipped).name}/model.onnx)", f"ONNX {variant}",
                                [Path(shipped) / "model.onnx"], pred, lv, lt, y_val, y_test, df_test, n_boot, out, False,
-                               data))
+                               data, command=command))
     if not rows:
         raise FileNotFoundError(f"no trained model under {runs} (expected {runs}/teacher/best, .../baseline/best, "
                                 f".../magkd/best) and no exported model in {shipped}")
@@ -401,7 +404,7 @@ def build_reports(runs: str | Path, data: str | Path, manifest: str | Path, out:
 
 
 def _model_row(name, title, fmt, files, pred, lv, lt, y_val, y_test, df_test, n_boot, out, tta,
-               data) -> dict[str, Any]:
+               data, *, command: str | None = None) -> dict[str, Any]:
     cfg = pred.config
     if cfg.calibrated:
         source = "config.json"
@@ -415,7 +418,7 @@ def _model_row(name, title, fmt, files, pred, lv, lt, y_val, y_test, df_test, n_
                    "backbone": cfg.backbone,
                    "backend": pred.backend, "variant": pred.extra.get("onnx_variant", "fp32"), "sha256": pred.sha256,
                    "data": str(data), "split": "test", "tta": tta, "calibrated_here": False,
-                   "calibration_source": source}
+                   "calibration_source": source, "command": command}
     write_outputs(Path(out) / "evaluation" / f"{name}-test", y_test, lt, m, df_test)
     return {"name": name, "title": title, "format": fmt,
             "size_mb": sum(Path(f).stat().st_size for f in files) / 2**20,
@@ -442,7 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = ("python -m train.report" + (f" --runs {args.runs}" if args.runs != "runs/cpu" else "")
                + (f" --teacher {args.teacher}" if args.teacher else "")
                + (f" --out {args.out}" if args.out != "reports" else "")
-               + (" --shipped ''" if not args.shipped else ""))
+               + (" --shipped ''" if not args.shipped else "")
+               + (f" --note {shlex.quote(args.note)}" if args.note != DEFAULT_NOTE else ""))
     try:
         res = build_reports(args.runs, args.data, args.manifest, args.out, args.shipped or None, args.n_boot,
                             args.note, command, args.progress, cache, args.teacher)
