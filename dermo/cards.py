@@ -371,8 +371,9 @@ def teacher_membership(model_dir: str | Path, student_dir: str | Path) -> dict[s
     """The student ``model_dir`` taught, alone or as one member of an ensemble teacher, read from the student's
     ``run_config.json`` (``distill.teacher``: the teacher folders, comma-separated, as given to training).
 
-    Raises ``ValueError`` when the student was not distilled or ``model_dir`` is not one of its teachers: a card
-    never claims a role its files do not show.
+    A member under ``.carry/`` is ``train.pack_carry``'s fp16 copy of the folder it mirrors (``.carry/X`` of ``X``,
+    a teacher carried to a GPU call): it stands for ``X``. Raises ``ValueError`` when the student was not distilled
+    or ``model_dir`` is not one of its teachers: a card never claims a role its files do not show.
     """
     student_dir = Path(student_dir)
     rc = _read_json(student_dir / "run_config.json") or {}
@@ -380,8 +381,10 @@ def teacher_membership(model_dir: str | Path, student_dir: str | Path) -> dict[s
     if not teacher:
         raise ValueError(f"--teacher-of {student_dir}: its run_config.json names no teacher (not a MAG-KD student)")
     me = Path(model_dir).resolve()
-    members = [{"path": m, "backbone": (_read_json(Path(m) / "config.json") or {}).get("backbone"),
-                "this": Path(m).resolve() == me} for m in (t.strip() for t in str(teacher).split(",")) if m]
+    paths = [Path(t.strip()) for t in str(teacher).split(",") if t.strip()]
+    paths = [Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == ".carry" else p for p in paths]
+    members = [{"path": str(m), "backbone": (_read_json(m / "config.json") or {}).get("backbone"),
+                "this": m.resolve() == me} for m in paths]
     if not any(m["this"] for m in members):
         raise ValueError(f"--teacher-of {student_dir}: {model_dir} is not among its teachers "
                          f"({', '.join(m['path'] for m in members)})")

@@ -508,7 +508,7 @@ def test_card_training_rows_and_a_calibration_it_does_not_hold(tiny_model, tiny_
     assert "operating threshold 0.1250" in line and "low 0.0625 / high 0.3750" in line
 
 
-def test_teacher_card_says_whom_it_taught(tiny_model, tmp_path):
+def test_teacher_card_says_whom_it_taught(tiny_model, tmp_path, monkeypatch):
     """--teacher-of: the teacher's card names the student it taught and, for an ensemble, the other members; the role
     is read from the student's run_config.json, and a model that is not among its teachers is refused."""
     from dermo.config import RunConfig
@@ -528,6 +528,14 @@ def test_teacher_card_says_whom_it_taught(tiny_model, tmp_path):
     assert "this model's alone, not the ensemble's" in text
     with pytest.raises(ValueError, match="not among its teachers"):
         hub.push_model(tmp_path / "student", REPO, dry_run_dir=tmp_path / "dry2", teacher_of=student)
+    # a teacher carried to the GPU as train.pack_carry's fp16 copy (.carry/<folder>) stands for <folder>
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_model, tmp_path / "models" / "teacher")
+    RunConfig().override(backbone="test_efficientnet", img_size=64, teacher=".carry/models/teacher").save(
+        student / "run_config.json")
+    text = (hub.push_model(Path("models/teacher"), REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry4",
+                           teacher_of=student) / "README.md").read_text()
+    assert "teacher of `dermohelper-tiny`" in text and "distilled from this model alone" in text
     plain = tmp_path / "plain"
     shutil.copytree(tiny_model, plain)
     RunConfig().override(backbone="test_efficientnet", img_size=64).save(plain / "run_config.json")
