@@ -24,7 +24,9 @@ import html
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -32,13 +34,14 @@ from typing import Any
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline; nothing about users leaves the server
 # Starlette renamed HTTP_422_UNPROCESSABLE_ENTITY; Gradio still reads the old name on every request
-warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*", category=DeprecationWarning)
+# (by message only: it comes as Starlette's own warning class)
+warnings.filterwarnings("ignore", message=".*HTTP_422_UNPROCESSABLE_ENTITY.*")
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from dermo.imageio import ImageError, load_image  # noqa: E402
+from dermo.imageio import ImageError, check_image_file, load_image  # noqa: E402
 from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, format_banded  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
@@ -75,15 +78,16 @@ CARD_NOTE = "A triage aid, not a diagnosis: see a doctor about any lesion that w
 CALIBRATION_NOTE = ("calibrated on validation images" if PREDICTOR.config.calibrated else
                     "NOT yet calibrated: interim temperature and band edges")
 
-# Our own temporary files (reports) live here, are swept after REPORT_TTL seconds and removed at exit.
-_TMP = Path(tempfile.mkdtemp(prefix="dermo_app_"))
-atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
-REPORT_TTL = 120
 # Seconds an upload / result stays in Gradio's cache, i.e. the time there is to download the result card; the page
 # says when it is gone (DERMO_CACHE_TTL overrides; Gradio sweeps every 60 s, or every TTL when that is shorter).
 CACHE_TTL = max(1, int(os.environ.get("DERMO_CACHE_TTL") or 300))
 SWEEP_S = min(60, CACHE_TTL)
 KEPT_S = CACHE_TTL + SWEEP_S  # the longest a file can stay: it is deleted at the first sweep after CACHE_TTL
+# Our own result cards are written here; Gradio copies each into its cache as the handler returns, so ours are
+# swept (every SWEEP_S, by a thread launch() starts) after REPORT_TTL <= CACHE_TTL, and the folder goes at exit.
+_TMP = Path(tempfile.mkdtemp(prefix="dermo_app_"))
+atexit.register(shutil.rmtree, _TMP, ignore_errors=True)
+REPORT_TTL = min(120, CACHE_TTL)
 
 
 def _minutes(seconds: int) -> str:
@@ -101,18 +105,25 @@ def _sweep() -> None:
             pass
 
 
+def _sweep_forever() -> None:
+    while True:
+        time.sleep(SWEEP_S)
+        _sweep()
+
+
 # ------------------------------------------------------------------------------------------------------- core
 def user_error(message: str) -> gr.Error:
     """A message for the user (what happened and what to do); not logged as a server error."""
     return gr.Error(message, print_exception=False)
 
 
-def open_upload(path: str | None) -> Image.Image:
-    """The uploaded file as an RGB image, or ``gr.Error`` with what went wrong and what to do."""
+def open_upload(path: str | None, decode: bool = True) -> Image.Image | None:
+    """The uploaded file as an RGB image, or ``gr.Error`` with what went wrong and what to do. ``decode=False``:
+    only the checks that decode no pixels (``check_image_file``: cheap for any file), returns None."""
     if path is None:
         raise user_error("No photo yet: upload a photo of the skin lesion or take one with the camera.")
     try:
-        return load_image(path)
+        return load_image(path) if decode else check_image_file(path)
     except ImageError as e:
         raise user_error(str(e)) from None
     except Exception:  # never show a traceback for a bad upload
@@ -187,7 +198,6 @@ def analyze_ui(path: str | None):
     photo = img.copy()
     photo.thumbnail((512, 512))  # the one downscale of the upload: the overlay and the report both use it
     overlay = overlay_attention(photo, attention)
-    _sweep()
     fd, name = tempfile.mkstemp(suffix=".png", prefix="dermohelper_result_", dir=_TMP)
     os.close(fd)
     render_report(name, photo, overlay, result, result["band_text"], result["disclaimer"])
@@ -198,11 +208,12 @@ def on_new_photo(path: str | None):
     """A new or removed photo: the previous photo's verdict, heatmap and download go (they are not this photo's).
 
     A file that cannot be used gets its message at once, in the card (the browser's preview of it is broken), rather
-    than only after Analyse photo.
+    than only after Analyse photo. This runs outside the queue, on every change, so it decodes no pixels (a small
+    file can declare a 64 MP image): damage inside the pixel data is found by Analyse photo.
     """
     if path is not None:
         try:
-            open_upload(path)
+            open_upload(path, decode=False)
         except gr.Error as e:
             return _error_html(e.message), None, gr.update(value=None, visible=False)
     return WELCOME, None, gr.update(value=None, visible=False)
@@ -307,9 +318,19 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
     api_btn.click(predict, api_file, api_json, api_name="predict", concurrency_limit=4)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # what Gradio's launch() stops on: it closes the server, which empties its cache
+
+
 def launch() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    demo.queue(default_concurrency_limit=2).launch(
+    # A stopped server (SIGTERM: a Space restarting, a container stopping) deletes the photos and results it holds,
+    # as Ctrl-C does; atexit then removes our folder.
+    signal.signal(signal.SIGTERM, _interrupt)
+    threading.Thread(target=_sweep_forever, daemon=True, name="dermo-sweep").start()
+    # api_open=False: the queued handlers (the API's predict among them) are reached only through the queue and its
+    # concurrency limits, not through Gradio's direct REST routes (Gradio closes those itself only on a Space).
+    demo.queue(default_concurrency_limit=2, api_open=False).launch(
         server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
         server_port=int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         max_file_size=MAX_UPLOAD, css=CSS)

@@ -84,6 +84,7 @@ __all__ = [
     "MAX_SIDE",
     "ImageError",
     "ImageSource",
+    "check_image_file",
     "load_image",
 ]
 
@@ -366,8 +367,10 @@ def _array_to_image(arr: np.ndarray, max_pixels: int) -> Image.Image:
 # decoding
 # --------------------------------------------------------------------------- #
 
-def _open_and_decode(fp: BinaryIO, head: bytes, max_pixels: int, max_side: int | None) -> Image.Image:
-    """Open ``fp`` (positioned anywhere; Pillow seeks to 0), check the header, decode."""
+def _open_and_decode(fp: BinaryIO, head: bytes, max_pixels: int, max_side: int | None,
+                     decode: bool = True) -> Image.Image:
+    """Open ``fp`` (positioned anywhere; Pillow seeks to 0), check the header, decode (unless ``decode`` is False:
+    then the opened, undecoded image is returned once its header passed)."""
     try:
         im = Image.open(fp, formats=list(_formats))
     except UnidentifiedImageError as exc:
@@ -382,7 +385,19 @@ def _open_and_decode(fp: BinaryIO, head: bytes, max_pixels: int, max_side: int |
             + _UPLOAD_HINT,
             code="corrupt",
         ) from exc
+    if not decode:
+        _check_header(im, max_pixels)
+        return im
     return _decode(im, max_pixels, max_side)
+
+
+def _check_header(im: Image.Image, max_pixels: int) -> None:
+    """The size the header declares: some pixels, and not more than ``max_pixels`` (decompression bombs)."""
+    width, height = im.size
+    if width <= 0 or height <= 0:
+        raise ImageError(f"The image has no pixels ({width} x {height}). {_UPLOAD_HINT}", code="empty")
+    if width * height > max_pixels:
+        raise _too_many_pixels(width, height, None, max_pixels)
 
 
 def _decode(im: Image.Image, max_pixels: int, max_side: int | None, *, own: bool = True) -> Image.Image:
@@ -391,14 +406,10 @@ def _decode(im: Image.Image, max_pixels: int, max_side: int | None, *, own: bool
     ``own`` is False for a caller's PIL image: then we do not use ``draft``
     (it would resize the caller's object).
     """
+    _check_header(im, max_pixels)  # the decompression-bomb check proper: header dimensions, before decoding
     width, height = im.size
-    if width <= 0 or height <= 0:
-        raise ImageError(f"The image has no pixels ({width} x {height}). {_UPLOAD_HINT}", code="empty")
-    # The decompression-bomb check proper: header dimensions, before decoding.
-    if width * height > max_pixels:
-        raise _too_many_pixels(width, height, None, max_pixels)
 
-    if getattr(im, "n_frames", 1) > 1 and im.tell() != 0:
+    if im.tell() != 0:  # (n_frames would scan a whole GIF first)
         im.seek(0)  # animated GIF/APNG/WebP, multi-page TIFF: first frame
 
     if own and max_side and im.format == "JPEG" and max(width, height) > max_side:
@@ -511,7 +522,18 @@ def load_image(
     )
 
 
-def _load_path(path: Path, max_bytes: int, max_pixels: int, max_side: int | None) -> Image.Image:
+def check_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> None:
+    """The checks of :func:`load_image` that need no pixel decoding, on a file: it exists, is a non-empty regular
+    file within ``max_bytes``, in a format we read, with a header size within ``max_pixels``. Raises the same
+    :class:`ImageError`. Cheap in time and memory whatever the file (a UI can run it on every upload); damage in the
+    pixel data (a truncated JPEG) shows only when :func:`load_image` decodes it.
+    """
+    _ensure_init()
+    _load_path(Path(os.fspath(path)), max_bytes, max_pixels, None, decode=False)
+
+
+def _load_path(path: Path, max_bytes: int, max_pixels: int, max_side: int | None,
+               decode: bool = True) -> Image.Image:
     name = path.name or str(path)
     try:
         st = path.stat()
@@ -535,7 +557,7 @@ def _load_path(path: Path, max_bytes: int, max_pixels: int, max_side: int | None
         with open(path, "rb") as fp:
             head = fp.read(512)
             fp.seek(0)
-            return _open_and_decode(fp, head, max_pixels, max_side)
+            return _open_and_decode(fp, head, max_pixels, max_side, decode)
     except ImageError:
         raise
     except FileNotFoundError as exc:  # deleted between stat and open

@@ -263,7 +263,11 @@ def load_ood(model_dir: str | Path, model_sha256: str | None = None) -> OODDetec
     meta = read_ood_config(model_dir)
     if not meta:
         return None
-    path = Path(model_dir) / meta.get("file", OOD_FILE)
+    name = Path(str(meta.get("file", OOD_FILE)))
+    if name.is_absolute() or ".." in name.parts:  # a downloaded config must not point outside its folder
+        logger.warning("config.json names %s, outside the model folder: OOD check disabled", name)
+        return None
+    path = Path(model_dir) / name
     if not path.is_file():
         logger.warning("config.json names %s but the file is missing: OOD check disabled", path)
         return None

@@ -106,5 +106,5 @@ def render_report(path: str | Path, photo: Image.Image, overlay: Image.Image, re
     fig.text(0.05, 0.11, "\n".join(textwrap.wrap(disclaimer, 100)), fontsize=9.5, va="top", style="italic",
              bbox={"facecolor": "#fff3e0", "edgecolor": "#ef6c00", "boxstyle": "round,pad=0.6"})
     fig.savefig(path, format=path.suffix[1:].lower())
-    logger.info("wrote report %s", path)
+    logger.debug("wrote report %s", path)
     return path

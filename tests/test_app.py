@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -118,6 +119,12 @@ def test_only_predict_is_public(client):
     others = {d.get("api_name"): d.get("api_visibility") for d in config["dependencies"]
               if d.get("api_name") != "predict"}
     assert others and set(others.values()) == {"private"}, others
+    # and not reachable past the queue: Gradio's direct REST route is closed (api_open=False)
+    req = urllib.request.Request(client.src.rstrip("/") + "/gradio_api/run/predict", method="POST",
+                                 data=b'{"data": [null]}', headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as ei:
+        urllib.request.urlopen(req, timeout=30)
+    assert ei.value.code == 404 and b"join the queue" in ei.value.read()
     # the page credits the dataset and its license, and says what the tool is not
     texts = " ".join(str(c.get("props", {}).get("value", "")) for c in config["components"])
     for needle in ("triage aid, not a diagnosis", "HAM10000", "doi:10.1038/sdata.2018.161", "CC BY-NC-SA 4.0"):

@@ -191,6 +191,30 @@ def test_pixel_check_happens_before_decoding(bad, monkeypatch):
     assert "9000 x 9000" in str(ei.value)
 
 
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_check_image_file_never_decodes_and_agrees_with_load_image(bad, name, monkeypatch):
+    """The app runs check_image_file on every new photo, outside the queue: no pixel data is decoded, whatever the
+    file, and it refuses what load_image refuses, except damage inside the pixel data (found only by decoding)."""
+    if name not in bad:
+        pytest.skip(f"{name} could not be written here (no HEIC encoder)")
+    try:
+        load_image(bad[name])
+        expected = "ok"
+    except ImageError as err:
+        expected = err.code
+
+    def no_decoding(self, *a, **k):
+        raise AssertionError("pixel data decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    try:
+        imageio.check_image_file(bad[name])
+        got = "ok"
+    except ImageError as err:
+        got = err.code
+    assert got == expected or (got == "ok" and expected in ("truncated", "corrupt")), (got, expected)
+
+
 def test_pillow_limit_still_reported_cleanly_when_max_pixels_is_huge(bad):
     with pytest.raises(ImageError) as ei:
         load_image(bad["bomb"], max_pixels=10**12)
