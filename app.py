@@ -241,6 +241,16 @@ def pass_raw_upload(image: gr.Image) -> gr.Image:
     return image
 
 
+def no_empty_cache_files(file: gr.File) -> gr.File:
+    """Stop a gr.File(type="filepath") input from leaving an empty file in Gradio's cache on every call: Gradio 6.17's
+    ``File._process_single_file`` opens a NamedTemporaryFile there that it never uses nor deletes (and no sweep
+    removes). The upload's own path is all it returns. (An instance override, as in ``pass_raw_upload``.)"""
+    from gradio.utils import NamedString
+
+    file._process_single_file = lambda f: NamedString(f.path)
+    return file
+
+
 # After an analysis: bring the card into view when it is not (phones), and once the server has swept this result's
 # files, say so on this card (its download would fail): a card still on the page after CACHE_TTL is this one.
 SHOW_VERDICT = """() => {
@@ -312,7 +322,7 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
     photo.change(on_new_photo, photo, outputs, queue=False, show_progress="hidden", api_visibility="private")
 
     # The public API: a plain file in, JSON out (hidden components: the page shows the UI above).
-    api_file = gr.File(label="image", visible=False, type="filepath")
+    api_file = no_empty_cache_files(gr.File(label="image", visible=False, type="filepath"))
     api_json = gr.JSON(label="result", visible=False)
     api_btn = gr.Button(visible=False)
     api_btn.click(predict, api_file, api_json, api_name="predict", concurrency_limit=4)

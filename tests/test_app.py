@@ -61,11 +61,12 @@ def server(tmp_path_factory):
     model = make_tiny_model(tmp_path_factory.mktemp("app_model"))
     port = free_port()
     log = tmp_path_factory.mktemp("app_log") / "app.log"
-    proc = start_app(model, port, log)
+    cache = tmp_path_factory.mktemp("gradio_cache")
+    proc = start_app(model, port, log, GRADIO_TEMP_DIR=str(cache))
     url = f"http://127.0.0.1:{port}/"
     try:
         wait_ready(proc, url, log)
-        yield {"url": url, "model": model, "log": log}
+        yield {"url": url, "model": model, "log": log, "cache": cache}
     finally:
         stop_app(proc)
 
@@ -135,6 +136,11 @@ def test_only_predict_is_public(client):
 def test_predict_on_real_photos(client, server, tiny_data):
     for p in good_images(tiny_data):
         check_verdict(call(client, p), server["model"])
+    # each upload sits in its own folder of Gradio's cache, where the sweep finds it; nothing else is left there
+    # (Gradio's gr.File input had left an empty tmpXXXX file beside them on every call)
+    cached = [p for p in server["cache"].rglob("*") if p.is_file()]
+    assert {p.name for p in cached} >= {p.name for p in good_images(tiny_data)}
+    assert all(p.parent != server["cache"] and p.stat().st_size > 0 for p in cached), cached
 
 
 @pytest.mark.slow
