@@ -241,6 +241,33 @@ def pass_raw_upload(image: gr.Image) -> gr.Image:
     return image
 
 
+BAD_REQUEST = ("This request did not carry an uploaded image file. The API takes one file, uploaded by the client: "
+               "from Python, client.predict(handle_file(\"photo.jpg\"), api_name=\"/predict\") with gradio_client's "
+               "handle_file (a plain path string is not uploaded).")
+
+
+def explain_bad_requests(blocks: gr.Blocks) -> gr.Blocks:
+    """Answer a request whose input Gradio itself refuses before any handler runs (a plain string where a file goes,
+    a path the client never uploaded) with ``BAD_REQUEST``, instead of Gradio's bare "Error" (its message is shown
+    only with ``show_error=True``, which would also show internal messages). Nothing of the request is logged
+    (Gradio had printed a traceback quoting it). An instance override of ``Blocks.process_api``, which Gradio's
+    queue calls for every event."""
+    from gradio.exceptions import InvalidPathError
+    from pydantic import ValidationError
+
+    base = blocks.process_api
+
+    async def process_api(*args, **kwargs):
+        try:
+            return await base(*args, **kwargs)
+        except (ValidationError, InvalidPathError) as e:
+            logger.info("refused a request whose input was not an uploaded file (%s)", type(e).__name__)
+            raise user_error(BAD_REQUEST) from None
+
+    blocks.process_api = process_api
+    return blocks
+
+
 def no_empty_cache_files(file: gr.File) -> gr.File:
     """Stop a gr.File(type="filepath") input from leaving an empty file in Gradio's cache on every call: Gradio 6.17's
     ``File._process_single_file`` opens a NamedTemporaryFile there that it never uses nor deletes (and no sweep
@@ -326,6 +353,7 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
     api_json = gr.JSON(label="result", visible=False)
     api_btn = gr.Button(visible=False)
     api_btn.click(predict, api_file, api_json, api_name="predict", concurrency_limit=4)
+explain_bad_requests(demo)
 
 
 def _interrupt(signum, frame):

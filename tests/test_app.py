@@ -171,6 +171,34 @@ def test_every_bad_input_gets_a_clear_answer_and_the_server_keeps_working(client
 
 
 @pytest.mark.slow
+def test_a_request_without_an_uploaded_file_is_told_how_to_send_one(client, server, tiny_data):
+    """Inputs Gradio refuses before our handler runs (a plain path string; a path the client never uploaded) get a
+    message naming handle_file, not a bare "Error", and the server logs neither a traceback nor the request."""
+    from gradio_client.exceptions import AppError
+
+    good = good_images(tiny_data, 1)[0]
+    with pytest.raises(AppError) as e:
+        client.predict(str(good), api_name="/predict")  # the common mistake: no handle_file
+    assert "handle_file" in str(e.value) and "Traceback" not in str(e.value)
+    # a raw queue request naming a server path nobody uploaded, as a hand-written client might send
+    config = json.loads(urllib.request.urlopen(server["url"] + "config", timeout=30).read())
+    fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
+    body = {"data": [{"path": str(good.resolve()), "orig_name": "jane_doe_mole.jpg",
+                      "meta": {"_type": "gradio.FileData"}}],
+            "fn_index": fn, "session_hash": "notuploaded1", "event_data": None, "trigger_id": None}
+    req = urllib.request.Request(server["url"] + "gradio_api/queue/join", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+    with urllib.request.urlopen(server["url"] + "gradio_api/queue/data?session_hash=notuploaded1", timeout=60) as r:
+        done = next(json.loads(line[5:]) for line in r.read().decode().splitlines()
+                    if line.startswith("data:") and '"process_completed"' in line)
+    assert done["success"] is False and "handle_file" in done["output"]["error"], done
+    check_verdict(call(client, good), server["model"])  # still serving
+    log = server["log"].read_text()
+    assert "Traceback" not in log and "jane_doe" not in log and str(good.parent) not in log
+
+
+@pytest.mark.slow
 def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
     """analyze_ui: band card, overlay and a PNG report from one forward pass; retake message when the gate fails."""
     model = make_tiny_model(tmp_path / "m")
