@@ -8,7 +8,8 @@
 ``--model`` is a ``save_pretrained`` folder (PyTorch), a folder with ``model.onnx`` + ``config.json`` (ONNX Runtime),
 a ``.onnx`` file, or a Hub id (``owner/name``, pulled through ``dermo.hub``). ``--data`` is a labelled folder
 (``metadata.csv`` with ``file_name,label``; ``lesion_id, age, sex, localization, dx`` used when present); ``--split``
-picks a split of the committed manifest, without it the whole folder is evaluated.
+picks a split of the committed manifest (a folder without ``lesion_id`` then takes the manifest's, so intervals
+still resample lesions), without it the whole folder is evaluated.
 
 Raw logits are computed once; probabilities are ``sigmoid((z1 - z0) / T + b)`` with the model's temperature ``T`` and
 logit bias ``b`` (``b = 0``: plain ``softmax(logits / T)[1]``). Output
@@ -465,7 +466,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # pragma: no cover - exerci
     ap = argparse.ArgumentParser(prog="python -m dermo.evaluate", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="model folder, .onnx file or Hub id (default: bundled model)")
-    ap.add_argument("--data", required=True, help="labelled folder with metadata.csv (file_name,label)")
+    ap.add_argument("--data", required=True, help="labelled folder with metadata.csv (file_name,label; lesion_id, age, sex, "
+                    "localization, dx used when present; with --split, lesion ids missing from it come from the "
+                    "manifest)")
     ap.add_argument("--split", default=None, choices=("train", "validation", "test"),
                     help="split of the committed manifest (default: the whole folder)")
     ap.add_argument("--manifest", default=str(DEFAULT_MANIFEST))

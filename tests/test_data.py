@@ -70,6 +70,30 @@ def test_metadata_without_lesion_id_defaults_to_image(tmp_path):
     assert (df["lesion_id"] == df["image_id"]).all()
 
 
+def test_a_split_of_a_folder_without_lesion_ids_takes_the_manifests(tiny_data, tiny_manifest, tmp_path):
+    """A copy of a split-covered folder whose metadata.csv has only file_name,label still resamples lesions."""
+    import shutil
+
+    from dermo.evaluate import evaluate_logits
+
+    d = tmp_path / "bare"
+    shutil.copytree(tiny_data, d)
+    meta = pd.read_csv(d / "metadata.csv")
+    meta[["file_name", "label"]].to_csv(d / "metadata.csv", index=False)
+    man = pd.read_csv(tiny_manifest, dtype={"image_id": str, "lesion_id": str})
+    man["lesion_id"] = [f"L{i // 2}" for i in range(len(man))]  # two images per lesion: the grouping is visible
+    man.to_csv(tmp_path / "split.csv", index=False)
+    bare = load_split(d, "train", tmp_path / "split.csv")
+    assert bare["lesion_id"].tolist() == bare["image_id"].map(man.set_index("image_id")["lesion_id"]).tolist()
+    assert bare["lesion_id"].nunique() < len(bare)
+    # a folder with its own lesion ids keeps them
+    assert load_split(tiny_data, "train", tmp_path / "split.csv")["lesion_id"].tolist() \
+        == load_split(tiny_data, "train", tiny_manifest)["lesion_id"].tolist()
+    logits = np.linspace(-2, 2, len(bare))
+    assert evaluate_logits(bare["label"].to_numpy(), logits, ModelConfig(), df=bare, n_boot=20)["bootstrap_unit"] \
+        == "lesion"
+
+
 @pytest.mark.parametrize("problem,match", [
     ("no_label", "no 'label' column"),
     ("no_file_name", "no 'file_name' column"),
