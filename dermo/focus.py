@@ -243,8 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.model and not args.dinov2:
         ap.error("nothing to score: give --model DIR (repeatable) and/or --dinov2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    cmd = ("python -m dermo.focus " + " ".join(f"--model {m}" for m in args.model) + (" --dinov2" if args.dinov2 else "")
-           + f" --split {args.split} --out {args.out}")
+    # the command as given: every option that changes what is scored or shown, defaults left out
+    extra = [f"--{k} {v}" for k, v, default in (("data", args.data, str(DEFAULT_DATA_DIR)),
+                                                 ("manifest", args.manifest, str(DEFAULT_MANIFEST)),
+                                                 ("limit", args.limit, 0), ("examples", args.examples, 8))
+             if v != default]
+    cmd = " ".join(["python -m dermo.focus", *(f"--model {m}" for m in args.model), *(["--dinov2"] if args.dinov2
+                    else []), f"--split {args.split}", *extra, f"--out {args.out}"])
     res = run(args.model, args.data, args.split, args.manifest, args.limit, args.examples, args.out, cmd, args.dinov2)
     print(render(res))
     return 0

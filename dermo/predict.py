@@ -96,6 +96,17 @@ def format_line(r: dict[str, Any], as_json: bool) -> str:
     return f"{r['file']}\t{p}\t{r['band'] or '-'}\t{q}"
 
 
+def _trained_with_tta(model_dir) -> bool:
+    """Whether the run that wrote ``model_dir`` (its ``run_config.json``) evaluated with flip TTA."""
+    import json
+    from pathlib import Path
+
+    try:
+        return bool(json.loads((Path(model_dir) / "run_config.json").read_text())["train"]["tta"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     import argparse
     import sys
@@ -132,6 +143,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ood is None:
         print(f"note: {predictor.model_dir} has no out-of-distribution statistics for this model file: the "
               "'does not look like a skin lesion' check is off", file=sys.stderr)
+    c = predictor.config
+    if not c.calibrated:
+        print(f"note: {predictor.model_dir} is not calibrated (temperature {c.temperature:g}, threshold "
+              f"{c.threshold:g}, band edges {c.band_low:g}/{c.band_high:g}): its probabilities and bands are not "
+              "the fitted ones the reports give; `python -m dermo.evaluate --calibrate` on a copy of the folder "
+              "fits them", file=sys.stderr)
+    if _trained_with_tta(predictor.model_dir):
+        print(f"note: {predictor.model_dir} was evaluated with flip test-time augmentation; this command runs one "
+              "pass per image, so its probabilities differ from the reports' (`python -m dermo.evaluate "
+              "--tta` reproduces those)", file=sys.stderr)
     files, any_folder = collect_images(args.inputs)
     if not files:
         print("error: no images found in " + ", ".join(map(str, args.inputs)), file=sys.stderr)

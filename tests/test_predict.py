@@ -120,3 +120,22 @@ def test_collect_images(folder):
     files, any_folder = collect_images([d])
     assert any_folder and len(files) == len(names) + 1
     assert all(f.suffix != ".txt" for f in files)
+
+
+def test_an_uncalibrated_or_tta_model_is_named_on_stderr(tiny_model, folder, tmp_path, capsys):
+    """A folder whose probabilities are not the reports' says why: not calibrated, or evaluated with flip TTA."""
+    import dataclasses
+
+    d, names = folder
+    photo = str(d / names[0])
+    main([photo, "--model", str(tiny_model)])
+    err = capsys.readouterr().err
+    assert "is not calibrated" in err and "band edges 0.3/0.7" in err and "test-time augmentation" not in err
+    calibrated = tmp_path / "calibrated"
+    cfg = dataclasses.replace(ModelConfig(backbone="test_efficientnet", img_size=64), temperature=1.3,
+                              calibrated=True)
+    create_model(cfg).save_pretrained(calibrated)
+    (calibrated / "run_config.json").write_text(json.dumps({"train": {"tta": True}}))
+    main([photo, "--model", str(calibrated)])
+    err = capsys.readouterr().err
+    assert "not calibrated" not in err and "test-time augmentation" in err and "--tta" in err

@@ -128,6 +128,10 @@ def test_focus_cli_writes_report_and_picture(tiny_data, tiny_manifest, tmp_path)
     res = json.loads(out.with_suffix(".json").read_text())
     names = [m["name"] for m in res["models"]]
     assert names[:2] == ["uniform map", "centred Gaussian"] and len(names) == 3 + len(dino)
+    # the recorded command reruns this run: data, manifest and examples are not the defaults, so they are named
+    assert res["command"] == " ".join(["python -m dermo.focus", "--model", str(tmp_path / "m" / "best"), *dino,
+                                       "--split validation", "--data", str(tiny_data), "--manifest",
+                                       str(tiny_manifest), "--examples 2", "--out", str(out)])
     assert not dino or names[2].startswith("DINOv2") and res["models"][2]["grid"] == [8, 8]
     with pytest.raises(SystemExit):
         Fo.main(["--out", str(out)])  # nothing to score
