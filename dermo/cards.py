@@ -471,7 +471,17 @@ def _usage(repo_id: str, info: ModelInfo) -> str:
              "out = model(pixel_values)  # (B, 3, %d, %d) normalised with config.json mean/std\n"
              "from dermo.metrics import apply_temperature  # sigmoid((z1 - z0) / temperature + logit_bias)\n"
              "p_malignant = apply_temperature(out.logits.detach().numpy(), model.config.temperature, "
-             "model.config.logit_bias)\n```" % (s, s)]
+             "model.config.logit_bias)\n" % (s, s)]
+    if not info.config.get("calibrated"):
+        c = info.config
+        parts[0] += (f"# not calibrated: config.json keeps temperature {c.get('temperature', 1.0):g}, threshold "
+                     f"{c.get('threshold', 0.5):g} and bands {c.get('band_low', 0.2):g}/{c.get('band_high', 0.6):g}; "
+                     "the figures above fit them on validation\n# (python -m dermo.evaluate --split validation "
+                     "--calibrate on a copy of the downloaded folder)\n")
+    if ((info.run_config or {}).get("train") or {}).get("tta"):
+        parts[0] += ("# evaluated with flip test-time augmentation: average the logits of x, x.flip(-1) and "
+                     "x.flip(-2) (dermo.evaluate --tta)\n")
+    parts[0] += "```"
     if info.onnx_files:
         variant = (info.onnx_config or {}).get("onnx_variant", "fp32")
         parts.append(f"```python\n# ONNX Runtime (no PyTorch): the {variant} file under onnx/, with its config.json\n"

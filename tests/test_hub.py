@@ -197,6 +197,10 @@ def test_card_without_reports_says_not_measured(tiny_model, tmp_path):
     text = ModelCard.load(out / "README.md").text
     assert "Test-split results for this model: not measured yet" in text
     assert "External sets** (never used in training or calibration): not measured yet" in text
+    # an uncalibrated folder's usage says its config is not the figures' calibration; no TTA in its run, so no TTA line
+    usage = text.split("## How to use", 1)[1]
+    assert "# not calibrated: config.json keeps temperature 1, threshold 0.5 and bands 0.2/0.6" in usage
+    assert "test-time augmentation" not in usage
 
 
 def test_training_and_benchmark_reports_rendered(tiny_model, tiny_reports, tmp_path):
@@ -568,3 +572,17 @@ def test_card_parity_and_benchmarks_of_another_model(tiny_model, tiny_reports, t
             "`abababababab...`, the app's), not on this one: not measured yet for this model.") in text
     assert "rows.x" not in text
     assert "(from `reports/evaluation/tiny_test/metrics.json`, written by `python -m train.report --runs r`)" in text
+
+
+def test_card_usage_of_a_calibrated_tta_model(tiny_model, tmp_path):
+    """A calibrated folder whose run evaluated with flip TTA: no 'not calibrated' line, a TTA line instead."""
+    model = tmp_path / "tta_model"
+    shutil.copytree(tiny_model, model)
+    cfg = json.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json.dumps({**cfg, "calibrated": True, "temperature": 1.2}))
+    rc = json.loads((model / "run_config.json").read_text())
+    rc["train"]["tta"] = True
+    (model / "run_config.json").write_text(json.dumps(rc))
+    out = hub.push_model(model, REPO, reports_dir=tmp_path / "no_reports", dry_run_dir=tmp_path / "dry")
+    usage = ModelCard.load(out / "README.md").text.split("## How to use", 1)[1]
+    assert "not calibrated" not in usage and "x.flip(-1) and x.flip(-2) (dermo.evaluate --tta)" in usage

@@ -30,3 +30,18 @@ def test_lock_pins_every_line():
             line = line.split("#", 1)[0].strip()
             if line:
                 assert re.fullmatch(r"[A-Za-z0-9_.\-]+==[A-Za-z0-9_.+\-]+", line), (name, line)
+
+
+def test_licenses_and_citation_are_in_the_repository():
+    """Code under Apache-2.0 (LICENSE), weights and data files under HAM10000's CC BY-NC-SA 4.0 (LICENSE-MODELS, the
+    note every Hub push carries), a CITATION.cff naming HAM10000; the README points at all three."""
+    import yaml
+
+    from dermo.cards import LICENSE_NOTE
+
+    assert (ROOT / "LICENSE").read_text().lstrip().startswith("Apache License\n                           Version 2.0")
+    assert (ROOT / "LICENSE-MODELS").read_text() == LICENSE_NOTE
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["license"] == "Apache-2.0" and cff["references"][0]["doi"] == "10.1038/sdata.2018.161"
+    readme = (ROOT / "README.md").read_text()
+    assert all(name in readme for name in ("`LICENSE`", "`LICENSE-MODELS`", "`CITATION.cff`"))
