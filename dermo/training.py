@@ -186,7 +186,9 @@ def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: 
     # wait for the GPU every step, so the GPU idles while the next step's kernels are launched. Loss terms are summed
     # on the device for the same reason (a float() per step would wait too).
     perm = perm[accelerator.process_index::accelerator.num_processes].to(dev)
-    steps = len(perm) // tc.batch_size  # drop the last partial batch: BatchNorm dislikes tiny batches
+    # drop the last partial batch (BatchNorm dislikes tiny batches); every process takes the same number of steps
+    # (the shortest shard's), or one would wait forever in a gradient all-reduce the others never join
+    steps = (len(images) // accelerator.num_processes) // tc.batch_size
     aug_gen = torch.Generator(device=dev).manual_seed(cfg.train.seed * 7919 + epoch)
     class_weights = torch.tensor(tc.class_weights, dtype=torch.float32, device=dev)
     sums = {k: torch.zeros((), device=dev) for k in ("loss", "cls", "kd", "att")}
@@ -241,16 +243,28 @@ def evaluate(model, accelerator, images: torch.Tensor, labels: np.ndarray, cfg: 
              tta: bool = False) -> dict[str, Any]:
     """Validation metrics (AUROC, and sensitivity/specificity at the sensitivity>=0.90 point and at 0.5)."""
     model.eval()
-    shard = torch.arange(accelerator.process_index, len(images), accelerator.num_processes)
+    idx, order = eval_shard(len(images), accelerator.process_index, accelerator.num_processes)
     with accelerator.autocast():
-        logits, _ = predict_logits(accelerator.unwrap_model(model), images[shard], cfg.model,
+        logits, _ = predict_logits(accelerator.unwrap_model(model), images[idx], cfg.model,
                                    batch_size=max(64, cfg.train.batch_size), tta=tta)
-    logits = accelerator.gather_for_metrics(logits.to(accelerator.device)).float().cpu()
-    order = accelerator.gather_for_metrics(shard.to(accelerator.device)).cpu()
+    logits = accelerator.gather(logits.to(accelerator.device)).float().cpu()
+    order = accelerator.gather(order.to(accelerator.device)).cpu().numpy()
     p = torch.softmax(logits, 1)[:, 1].numpy()
     p_full = np.empty(len(images), np.float64)
-    p_full[order.numpy()] = p
+    p_full[order[order >= 0]] = p[order >= 0]
     return validation_metrics(labels, p_full)
+
+
+def eval_shard(n: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Process ``rank``'s share of ``n`` evaluation images: ``(indices to run, their place in the full set or -1)``.
+
+    Every process gets the same count (a gather needs equal sizes): shards one short are padded with a repeat of
+    their first image, marked -1 so it is dropped after the gather.
+    """
+    shard = torch.arange(n)[rank::world]
+    pad = -(-n // world) - len(shard)
+    filler = shard[:1] if len(shard) else torch.zeros(1, dtype=torch.long)
+    return torch.cat([shard, filler.repeat(pad)]), torch.cat([shard, torch.full((pad,), -1, dtype=torch.long)])
 
 
 def validation_metrics(y: np.ndarray, p_full: np.ndarray) -> dict[str, Any]:

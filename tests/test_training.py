@@ -223,3 +223,55 @@ def test_training_step_makes_no_tensor_from_host_data():
             assert out["loss"] > 0
             counts.append(CountFresh.n)
         assert counts[1] == counts[2], f"tensors made from host data per step: {counts[1:]}"
+
+
+def test_eval_shards_are_equal_and_cover_every_image_once():
+    """Multi-process validation: every process runs as many images (a gather needs equal sizes), and after dropping
+    the padding each image appears exactly once (1502 images on 4 GPUs had crashed the gather)."""
+    from dermo.training import eval_shard
+
+    for n, world in ((1502, 4), (1502, 3), (7, 2), (8, 2), (1, 3), (5, 1)):
+        parts = [eval_shard(n, r, world) for r in range(world)]
+        assert len({len(idx) for idx, _ in parts}) == 1 and all(len(i) == len(o) for i, o in parts)
+        order = torch.cat([o for _, o in parts])
+        assert sorted(order[order >= 0].tolist()) == list(range(n))
+        assert all(((i == o) | (o == -1)).all() and (i < n).all() for i, o in parts)
+
+
+def _two_process_evaluate():  # run by accelerate's debug_launcher in each of 2 CPU processes
+    from accelerate import Accelerator
+
+    from dermo.config import ModelConfig
+    from dermo.models import create_model
+    from dermo.training import evaluate
+
+    acc = Accelerator(cpu=True)
+    torch.manual_seed(0)
+    cfg = RunConfig().override(backbone="test_efficientnet", img_size=32, pretrained=False, batch_size=4)
+    model = create_model(ModelConfig(backbone="test_efficientnet", img_size=32)).eval()
+    images = torch.randint(0, 255, (7, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    labels = torch.tensor([0, 1, 0, 1, 1, 0, 0]).numpy()
+    m = evaluate(model, acc, images, labels, cfg)
+    out = torch.tensor([m["auroc"]])
+    torch.save(out, f"{__import__('os').environ['DERMO_TEST_OUT']}.{acc.process_index}")
+
+
+@pytest.mark.slow
+def test_evaluate_on_two_processes_matches_one(tmp_path, monkeypatch):
+    """7 validation images on 2 processes (shards of 4 and 3): no crash in the gather, the same AUROC as one."""
+    from accelerate import Accelerator
+    from accelerate import debug_launcher
+
+    monkeypatch.setenv("DERMO_TEST_OUT", str(tmp_path / "auroc"))
+    debug_launcher(_two_process_evaluate, num_processes=2)
+    two = [float(torch.load(tmp_path / f"auroc.{r}")) for r in range(2)]
+    from dermo.config import ModelConfig
+    from dermo.models import create_model
+    from dermo.training import evaluate
+
+    torch.manual_seed(0)
+    cfg = RunConfig().override(backbone="test_efficientnet", img_size=32, pretrained=False, batch_size=4)
+    model = create_model(ModelConfig(backbone="test_efficientnet", img_size=32)).eval()
+    images = torch.randint(0, 255, (7, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    one = evaluate(model, Accelerator(cpu=True), images, torch.tensor([0, 1, 0, 1, 1, 0, 0]).numpy(), cfg)["auroc"]
+    assert two == pytest.approx([one, one], abs=1e-6)  # saved as float32
