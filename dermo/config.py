@@ -125,7 +125,7 @@ class TrainConfig:
 
 @dataclass
 class DistillConfig:
-    """MAG-KD: alpha * focal + beta * KL(teacher/T || student/T) * T^2 (Hinton et al. 2015) + gamma * MSE(attention maps)."""
+    """MAG-KD: alpha * focal + beta * KL(teacher/T || student/T) * T^2 (Hinton 2015) + gamma * MSE(attention)."""
 
     teacher: str = ""  # trained teacher folder(s) (save_pretrained layout), comma-separated = ensemble; "" = no KD
     alpha: float = 0.4
