@@ -319,6 +319,8 @@ def _to_rgb(im: Image.Image) -> Image.Image:
 
 def _to_rgb_unchecked(im: Image.Image) -> Image.Image:
     mode = im.mode
+    if mode in ("RGB", "L", "1") and "transparency" in im.info:  # a tRNS colour: transparent where it matches
+        return _flatten_alpha(im)
     if mode == "RGB":
         return im
     if mode in _SIXTEEN_BIT:
@@ -412,7 +414,7 @@ def _decode(im: Image.Image, max_pixels: int, max_side: int | None, *, own: bool
     if im.tell() != 0:  # (n_frames would scan a whole GIF first)
         im.seek(0)  # animated GIF/APNG/WebP, multi-page TIFF: first frame
 
-    if own and max_side and im.format == "JPEG" and max(width, height) > max_side:
+    if own and max_side and im.format in ("JPEG", "MPO") and max(width, height) > max_side:  # MPO: phones' JPEGs
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping longest side >= max_side.
         scale = max_side / max(width, height)
         im.draft(None, (max(1, int(width * scale + 0.999)), max(1, int(height * scale + 0.999))))

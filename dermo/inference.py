@@ -167,14 +167,18 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------------ running
     def preprocess(self, images: Sequence[Any]) -> np.ndarray:
-        """PIL images / paths / bytes -> float32 (N, 3, S, S) through the one preprocessing. RGB PIL images (e.g.
-        already through ``load_image``, as in the app) are not loaded again."""
+        """PIL images / paths / bytes -> float32 (N, 3, S, S) through the one preprocessing. Upright RGB PIL images
+        (e.g. already through ``load_image``, as in the app) are not loaded again; any other image (another mode, an
+        EXIF orientation still to apply, transparency) goes through ``load_image`` as a file would."""
         from PIL import Image
 
         from .imageio import load_image
 
-        arr = np.stack([resize(im if isinstance(im, Image.Image) and im.mode == "RGB" else load_image(im),
-                               self.config.img_size) for im in images])
+        def ready(im) -> bool:
+            return (isinstance(im, Image.Image) and im.mode == "RGB" and "transparency" not in im.info
+                    and im.getexif().get(0x0112, 1) == 1)
+
+        arr = np.stack([resize(im if ready(im) else load_image(im), self.config.img_size) for im in images])
         return normalize(arr, self.config.mean, self.config.std)
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:

@@ -33,9 +33,9 @@ def _jpeg(im: Image.Image, **kw) -> bytes:
     return buf.getvalue()
 
 
-def _png(im: Image.Image) -> bytes:
+def _png(im: Image.Image, **kw) -> bytes:
     buf = io.BytesIO()
-    im.save(buf, "PNG")
+    im.save(buf, "PNG", **kw)
     return buf.getvalue()
 
 
@@ -158,6 +158,17 @@ def test_transparency_on_white(bad):
     im = load_image(bad["palette"])
     assert im.getpixel((5, 5)) == (255, 255, 255)
     assert im.getpixel((60, 5)) == (255, 0, 0)
+
+
+
+@pytest.mark.parametrize("mode,key", [("L", 0), ("RGB", (0, 0, 0))])
+def test_trns_colour_transparency_on_white(mode, key):
+    """A PNG whose transparency is a tRNS colour (L or RGB mode, no alpha channel): transparent where it matches."""
+    im = Image.new(mode, (64, 32), key)
+    im.paste(200 if mode == "L" else (200, 10, 10), (32, 0, 64, 32))
+    out = load_image(_png(im, transparency=key))
+    assert out.getpixel((5, 5)) == (255, 255, 255)
+    assert out.getpixel((60, 5)) == ((200, 200, 200) if mode == "L" else (200, 10, 10))
 
 
 # --------------------------------------------------------------------------- #
@@ -302,6 +313,26 @@ def test_max_side_downscale():
     assert load_image(np.zeros((1000, 5000, 3), np.uint8)).size == (4096, 819)
     small = load_image(_png(Image.new("RGB", (4096, 100))))
     assert small.size == (4096, 100)
+
+
+
+def test_phone_jpegs_labelled_mpo_are_drafted_too(monkeypatch):
+    """Pillow calls many phone JPEGs MPO: they take libjpeg's reduced-size decoding as JPEGs do."""
+    from PIL.JpegImagePlugin import JpegImageFile  # MPO's image class derives from it
+
+    seen = []
+    draft = JpegImageFile.draft
+    monkeypatch.setattr(JpegImageFile, "draft", lambda self, mode, size: seen.append(self.format) or draft(self, mode,
+                                                                                                        size))
+    big = Image.new("RGB", (9000, 1000), (120, 80, 60))
+    for fmt in ("JPEG", "MPO"):
+        buf = io.BytesIO()
+        big.save(buf, fmt, quality=80, **({"save_all": True, "append_images": [big]} if fmt == "MPO" else {}))
+        buf.seek(0)
+        with Image.open(io.BytesIO(buf.getvalue())) as probe:
+            assert probe.format == fmt
+        assert max(load_image(buf).size) == MAX_SIDE
+    assert [f for f in seen if f] == ["JPEG", "MPO"]  # (Pillow's own thumbnail drafts again, format-less)
 
 
 # --------------------------------------------------------------------------- #

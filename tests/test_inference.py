@@ -49,6 +49,37 @@ def test_bundled_model_predicts_real_images():
         assert p.embedding is not None and np.isfinite(p.embedding).all()
 
 
+def test_a_pil_image_is_preprocessed_as_its_file_would_be(tmp_path):
+    """predict(Image.open(f)) == predict(f): an EXIF orientation still to apply, or a tRNS transparency, is not
+    skipped because the image is already RGB (an upright RGB image is used as it is)."""
+    import io
+
+    from PIL import Image
+
+    from dermo.imageio import load_image
+
+    pred = Predictor()
+    photo = np.zeros((48, 64, 3), np.uint8)
+    photo[:, :32] = (200, 60, 40)
+    photo[:24, 32:] = (30, 30, 160)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    Image.fromarray(photo).save(tmp_path / "rot.jpg", quality=95, exif=exif)
+    by_path = pred.predict(tmp_path / "rot.jpg").probability
+    with Image.open(tmp_path / "rot.jpg") as raw:  # RGB, decoded by the caller, its orientation not yet applied
+        raw.load()
+        assert raw.mode == "RGB" and raw.getexif().get(0x0112) == 6
+        assert pred.predict(raw).probability == pytest.approx(by_path, abs=1e-6)
+    assert pred.predict(load_image(tmp_path / "rot.jpg")).probability == pytest.approx(by_path, abs=1e-6)
+    # the orientation matters to this model, so the checks above can fail
+    assert pred.predict(Image.fromarray(photo)).probability != pytest.approx(by_path, abs=1e-6)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, "PNG", transparency=(200, 60, 40))
+    with Image.open(io.BytesIO(buf.getvalue())) as png:
+        png.load()
+        assert pred.predict(png).probability == pytest.approx(pred.predict(buf.getvalue()).probability, abs=1e-6)
+
+
 def test_corrupted_bundle_is_refused(tmp_path):
     bad = tmp_path / "model"
     shutil.copytree(BUNDLED_MODEL_DIR, bad)
