@@ -127,11 +127,12 @@ def load_split(data_dir: str | Path = DEFAULT_DATA_DIR, split: str | None = None
         raise FileNotFoundError(f"split manifest {manifest} not found; build it with `python -m dermo.data --write`")
     man = pd.read_csv(manifest, dtype={"image_id": str, "lesion_id": str})
     merged = df.merge(man[["image_id", "split"]], on="image_id", how="left")
-    if "lesion_id" in man.columns and (df["lesion_id"] == df["image_id"]).all():
-        # a folder without lesion ids (file_name,label only): the manifest's, so bootstraps and grouped metrics
-        # still resample lesions, not images
-        lesions = merged["image_id"].map(man.set_index("image_id")["lesion_id"])
-        merged["lesion_id"] = lesions.fillna(merged["image_id"])
+    if "lesion_id" in man.columns:
+        # images without a lesion id of their own (no column, or an empty cell: load_metadata made them their own
+        # lesion) take the manifest's, so bootstraps and grouped metrics still resample lesions, not images
+        missing = merged["lesion_id"] == merged["image_id"]
+        lesions = merged.loc[missing, "image_id"].map(man.set_index("image_id")["lesion_id"])
+        merged.loc[missing, "lesion_id"] = lesions.fillna(merged.loc[missing, "image_id"])
     if merged["split"].isna().any():
         n = int(merged["split"].isna().sum())
         raise ValueError(f"{n} images of {data_dir} are not in the manifest {manifest}; "

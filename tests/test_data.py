@@ -86,6 +86,16 @@ def test_a_split_of_a_folder_without_lesion_ids_takes_the_manifests(tiny_data, t
     bare = load_split(d, "train", tmp_path / "split.csv")
     assert bare["lesion_id"].tolist() == bare["image_id"].map(man.set_index("image_id")["lesion_id"]).tolist()
     assert bare["lesion_id"].nunique() < len(bare)
+    # some cells empty: those rows take the manifest's, the others keep their own
+    part = pd.read_csv(tiny_data / "metadata.csv", dtype=str)
+    train_ids = set(bare["image_id"])
+    own = part["image_id"].isin(train_ids) & (part.index % 2 == 0)
+    part["lesion_id"] = np.where(own, "OWN_" + part["image_id"], None)
+    part.to_csv(d / "metadata.csv", index=False)
+    mixed = load_split(d, "train", tmp_path / "split.csv").set_index("image_id")["lesion_id"]
+    for image_id, lesion in mixed.items():
+        mine = part.loc[part["image_id"] == image_id, "lesion_id"].iloc[0]
+        assert lesion == (mine if isinstance(mine, str) else man.set_index("image_id").loc[image_id, "lesion_id"])
     # a folder with its own lesion ids keeps them
     assert load_split(tiny_data, "train", tmp_path / "split.csv")["lesion_id"].tolist() \
         == load_split(tiny_data, "train", tiny_manifest)["lesion_id"].tolist()
