@@ -47,6 +47,18 @@ def extract_features(model: LesionClassifier, images: torch.Tensor, batch_size: 
     return torch.cat(out)
 
 
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 of a module's parameters and buffers (names, shapes, bytes): features cached for other weights (e.g.
+    ``--pretrained false``) never stand in for these."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 def cached_features(model: LesionClassifier, cfg: RunConfig, split: str, cache_dir: Path | None,
                     limit: int = 0) -> tuple[torch.Tensor, np.ndarray, list]:
     """Features, labels and image ids of one split, from ``cache_dir/<split>.pt`` when it was made by the same backbone
@@ -56,8 +68,8 @@ def cached_features(model: LesionClassifier, cfg: RunConfig, split: str, cache_d
     df = load_split(cfg.data.data_dir, split, cfg.data.manifest, limit=limit)
     ids = df["image_id"].tolist()
     labels = df["label"].to_numpy(np.int64)
-    key = {"backbone": cfg.model.backbone, "img_size": cfg.model.img_size, "mean": list(cfg.model.mean),
-           "std": list(cfg.model.std), "image_ids": ids}
+    key = {"backbone": cfg.model.backbone, "weights": weights_digest(model.backbone), "img_size": cfg.model.img_size,
+           "mean": list(cfg.model.mean), "std": list(cfg.model.std), "image_ids": ids}
     path = cache_dir / f"{split}.pt" if cache_dir else None
     if path is not None and path.is_file():
         blob = torch.load(path, map_location="cpu", weights_only=False)

@@ -69,5 +69,7 @@ def test_probe_reuses_cache_only_when_it_matches(tiny_data, tiny_manifest, tmp_p
     assert hist[0]["train_kd"] > 0 and hist[0]["train_att"] > 0 and student["epochs_run"] == 1
     run(_cfg(tiny_data, tiny_manifest, tmp_path / "c", feature_cache=str(cache), epochs=1, img_size=48))
     assert calls["n"] == 2  # another image size: both splits re-encoded
+    run(_cfg(tiny_data, tiny_manifest, tmp_path / "e", feature_cache=str(cache), epochs=1, img_size=48, seed=1))
+    assert calls["n"] == 4  # other backbone weights (another seed's random init; or pretrained vs not): re-encoded
     with pytest.raises(ValueError, match="distillation does not apply"):
         run(_cfg(tiny_data, tiny_manifest, tmp_path / "d", teacher=str(tmp_path / "a" / "best")))
