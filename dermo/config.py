@@ -92,6 +92,9 @@ class TrainConfig:
 
     output_dir: str = "runs/student"
     epochs: int = 2
+    # the cosine schedule's length in epochs (0: ``epochs``); successive halving sets it to the largest budget so a
+    # trial promoted to more epochs continues the learning-rate curve a full-length run would follow
+    schedule_epochs: int = 0
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4

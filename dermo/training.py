@@ -366,7 +366,7 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": tc.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=tc.lr)
     steps_per_epoch = max(1, len(tr_x) // accelerator.num_processes // tc.batch_size)
-    total = steps_per_epoch * tc.epochs
+    total = steps_per_epoch * (tc.schedule_epochs or tc.epochs)
     if tc.max_steps:
         total = min(total, tc.max_steps)
     scheduler = _cosine_with_warmup(optimizer, int(tc.warmup_epochs * steps_per_epoch), total)
@@ -409,7 +409,7 @@ def run(cfg: RunConfig, data: dict[str, tuple] | None = None) -> dict[str, Any]:
         if (epoch + 1) % tc.eval_every == 0 or last:
             val = evaluate(model, accelerator, va_x, va_y, cfg, tta=tc.tta)
             row = {"epoch": epoch, **{f"train_{k}": v for k, v in train_stats.items()},
-                   **{f"val_{k}": v for k, v in val.items()}}
+                   "lr_end": float(scheduler.get_last_lr()[0]), **{f"val_{k}": v for k, v in val.items()}}
             progress["history"].append(row)
             if accelerator.is_main_process:
                 logger.info("epoch %d: %s", epoch, json.dumps({k: round(v, 4) for k, v in row.items()}))

@@ -72,6 +72,11 @@ def test_search_end_to_end(tmp_path, tiny_data, tiny_manifest, teacher_dir):
     assert reached == [1, 1, 2, 2]  # two pruned after rung 1, two promoted
     pruned = [t for t in trials.values() if t["status"].startswith("pruned")]
     assert len(pruned) == 2 and all(len(t["rungs"]) == 1 for t in pruned)
+    # every trial runs on the top rung's schedule (2 epochs), so promotion continues its learning-rate curve;
+    # the winner's and the untuned retrain run their own (final-epochs) schedule
+    for name in trials:
+        assert json.loads((out / "trials" / name / "run_config.json").read_text())["train"]["schedule_epochs"] == 2
+    assert json.loads((out / "winner" / "run_config.json").read_text())["train"]["schedule_epochs"] == 0
     for t in trials.values():
         for r in t["rungs"]:
             v = r["validation"]

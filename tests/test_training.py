@@ -39,6 +39,24 @@ def test_teacher_student_distill_resume(tiny_data, tiny_manifest, tmp_path):
     assert out.logits.shape == (2, 2) and torch.allclose(out.attention.sum((1, 2)), torch.ones(2), atol=1e-5)
 
 
+def test_a_run_continued_to_more_epochs_keeps_its_schedule(tiny_data, tiny_manifest, tmp_path):
+    """schedule_epochs (what successive halving sets): 1 epoch, then resumed to 2, follows a 2-epoch run's learning
+    rate; without it the first epoch decays to 0 at its own end (and the resumed one starts back up)."""
+    def lrs(out):
+        return [h["lr_end"] for h in json.loads((out / "history.json").read_text())]
+
+    straight = tmp_path / "straight"
+    run(tiny_cfg(tiny_data, tiny_manifest, straight, epochs=2))
+    staged = tiny_cfg(tiny_data, tiny_manifest, tmp_path / "staged", epochs=1, schedule_epochs=2)
+    run(staged)
+    run(staged.override(epochs=2, resume="latest"))
+    assert lrs(tmp_path / "staged") == pytest.approx(lrs(straight), rel=1e-9)
+    restarted = tiny_cfg(tiny_data, tiny_manifest, tmp_path / "restarted", epochs=1)
+    run(restarted)
+    run(restarted.override(epochs=2, resume="latest"))
+    assert abs(lrs(tmp_path / "restarted")[0]) < 1e-12 < lrs(straight)[0]
+
+
 def test_resume_mid_epoch(tiny_data, tiny_manifest, tmp_path):
     cfg = tiny_cfg(tiny_data, tiny_manifest, tmp_path / "r", epochs=1, save_every_steps=1, max_steps=1)
     run(cfg)

@@ -50,8 +50,8 @@ SELECTION_FORMULA = ("score = 0.6 * sensitivity + 0.2 * accuracy + 0.2 * specifi
                      "threshold where validation sensitivity first reaches >= 0.90 (dermo.metrics.selection_score)")
 MIN_SENSITIVITY = 0.90  # the operating point used by dermo.training.evaluate
 # Fields the search itself controls, or that would invalidate the once-decoded data.
-RESERVED = {"epochs", "output_dir", "resume", "max_steps", "teacher", "img_size", "data_dir", "manifest",
-            "limit_train", "limit_eval", "num_workers", "progress", "save_every_steps"}
+RESERVED = {"epochs", "schedule_epochs", "output_dir", "resume", "max_steps", "teacher", "img_size", "data_dir",
+            "manifest", "limit_train", "limit_eval", "num_workers", "progress", "save_every_steps"}
 
 
 # ------------------------------------------------------------------------------------------------------------ space
@@ -301,9 +301,11 @@ class Runner:
 
 
 def make_job(base: RunConfig, name: str, kind: str, overrides: dict, epochs: int, out_dir: Path,
-             rung: int | None = None, start_epochs: int = 0) -> dict[str, Any]:
-    """A job: train ``base`` + ``overrides`` to ``epochs`` in ``out_dir``, continuing from ``start_epochs``."""
-    cfg = base.override(**overrides, epochs=epochs, output_dir=str(out_dir), progress=False, resume="")
+             rung: int | None = None, start_epochs: int = 0, schedule_epochs: int = 0) -> dict[str, Any]:
+    """A job: train ``base`` + ``overrides`` to ``epochs`` in ``out_dir``, continuing from ``start_epochs``, on a
+    cosine schedule ``schedule_epochs`` long (0: ``epochs``)."""
+    cfg = base.override(**overrides, epochs=epochs, schedule_epochs=schedule_epochs, output_dir=str(out_dir),
+                        progress=False, resume="")
     span = epochs - start_epochs
     # cost ~ optimizer steps: scheduling longest jobs first keeps workers busy to the end of a rung
     return {"name": name, "kind": kind, "rung": rung, "overrides": overrides, "cfg": cfg.to_dict(), "span": span,
@@ -418,8 +420,10 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
         top_rung = -1
         for k, epochs in enumerate(rungs):
             # promoted trials continue from their checkpoint at the previous rung
+            # one schedule, the top rung's, for every trial at every rung: a promoted trial's learning rate goes on
+            # down the curve it was on (a schedule per rung would decay to 0, then jump back up on promotion)
             jobs = [make_job(base, n, "trial", configs[names.index(n)], epochs, out / "trials" / n, rung=k,
-                             start_epochs=rungs[k - 1] if k else 0) for n in alive]
+                             start_epochs=rungs[k - 1] if k else 0, schedule_epochs=rungs[-1]) for n in alive]
             recs = runner.run_jobs(jobs, deadline)
             for n, r in recs.items():
                 if r.get("reused"):
@@ -588,8 +592,9 @@ def render_markdown(rep: dict) -> str:
              + "; ".join(f"{k} in {v}" for k, v in sp["grid"].items()))
     L.append("")
     L.append(f"Successive halving: rungs {rep['rungs']} epochs, eta {rep['eta']}, planned trials per rung "
-             f"{rep['planned_trials_per_rung']}. A promoted trial continues from its own checkpoint (its cosine "
-             "schedule restarts over the new epoch count); it is ranked on its best-AUROC epoch so far, the "
+             f"{rep['planned_trials_per_rung']}. A promoted trial continues from its own checkpoint; every trial's "
+             f"cosine schedule spans the top rung's {rep['rungs'][-1]} epochs, so a promoted trial goes on down the "
+             "learning-rate curve of a full-length run; it is ranked on its best-AUROC epoch so far, the "
              "checkpoint it saves. Base config: " + _ov_text({
                  "backbone": bc["model"]["backbone"], "img_size": bc["model"]["img_size"],
                  "teacher": bc["distill"]["teacher"], "seed": bc["train"]["seed"],
