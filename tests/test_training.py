@@ -256,40 +256,46 @@ def test_eval_shards_are_equal_and_cover_every_image_once():
         assert all(((i == o) | (o == -1)).all() and (i < n).all() for i, o in parts)
 
 
-def _two_process_evaluate():  # run by accelerate's debug_launcher in each of 2 CPU processes
-    from accelerate import Accelerator
+TWO_PROCESS_EVALUATE = """
+import sys
 
-    from dermo.config import ModelConfig
-    from dermo.models import create_model
-    from dermo.training import evaluate
+import torch
+from accelerate import Accelerator
 
-    acc = Accelerator(cpu=True)
-    torch.manual_seed(0)
-    cfg = RunConfig().override(backbone="test_efficientnet", img_size=32, pretrained=False, batch_size=4)
-    model = create_model(ModelConfig(backbone="test_efficientnet", img_size=32)).eval()
-    images = torch.randint(0, 255, (7, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    labels = torch.tensor([0, 1, 0, 1, 1, 0, 0]).numpy()
-    m = evaluate(model, acc, images, labels, cfg)
-    out = torch.tensor([m["auroc"]])
-    torch.save(out, f"{__import__('os').environ['DERMO_TEST_OUT']}.{acc.process_index}")
+from dermo.config import ModelConfig, RunConfig
+from dermo.models import create_model
+from dermo.training import evaluate
+
+acc = Accelerator(cpu=True)
+assert acc.num_processes == int(sys.argv[2]), acc.num_processes
+torch.manual_seed(0)
+cfg = RunConfig().override(backbone="test_efficientnet", img_size=32, pretrained=False, batch_size=4)
+model = create_model(ModelConfig(backbone="test_efficientnet", img_size=32)).eval()
+images = torch.randint(0, 255, (7, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+m = evaluate(model, acc, images, torch.tensor([0, 1, 0, 1, 1, 0, 0]).numpy(), cfg)
+open(f"{sys.argv[1]}.{acc.process_index}", "w").write(repr(m["auroc"]))
+"""
 
 
 @pytest.mark.slow
-def test_evaluate_on_two_processes_matches_one(tmp_path, monkeypatch):
-    """7 validation images on 2 processes (shards of 4 and 3): no crash in the gather, the same AUROC as one."""
-    from accelerate import Accelerator
-    from accelerate import debug_launcher
+def test_evaluate_on_two_processes_matches_one(tmp_path):
+    """7 validation images on 2 processes (shards of 4 and 3, gloo on CPU, fresh processes from torch.distributed.run):
+    no crash in the gather, the same AUROC as one process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
 
-    monkeypatch.setenv("DERMO_TEST_OUT", str(tmp_path / "auroc"))
-    debug_launcher(_two_process_evaluate, num_processes=2)
-    two = [float(torch.load(tmp_path / f"auroc.{r}")) for r in range(2)]
-    from dermo.config import ModelConfig
-    from dermo.models import create_model
-    from dermo.training import evaluate
-
-    torch.manual_seed(0)
-    cfg = RunConfig().override(backbone="test_efficientnet", img_size=32, pretrained=False, batch_size=4)
-    model = create_model(ModelConfig(backbone="test_efficientnet", img_size=32)).eval()
-    images = torch.randint(0, 255, (7, 32, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    one = evaluate(model, Accelerator(cpu=True), images, torch.tensor([0, 1, 0, 1, 1, 0, 0]).numpy(), cfg)["auroc"]
-    assert two == pytest.approx([one, one], abs=1e-6)  # saved as float32
+    script = tmp_path / "two.py"
+    script.write_text(TWO_PROCESS_EVALUATE)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    aurocs = {}
+    for n in (1, 2):
+        out = tmp_path / f"auroc{n}"
+        r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+                            "--master_port", str(29500 + os.getpid() % 1000 + n), str(script), str(out), str(n)],
+                           cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr[-3000:]
+        aurocs[n] = [float(Path(f"{out}.{i}").read_text()) for i in range(n)]
+    assert aurocs[2] == [aurocs[1][0]] * 2
