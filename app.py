@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dermo.imageio import ImageError, check_image_file, load_image  # noqa: E402
-from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, format_banded  # noqa: E402
+from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, bands_text, format_banded  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
 from dermo.report_card import BAND_COLORS, overlay_attention, render_report  # noqa: E402
@@ -172,7 +172,7 @@ def _band_html(result: dict[str, Any]) -> str:
             f"<h2 id='dh-band' style='color:{BAND_COLORS[band]}'>{band.capitalize()} risk</h2>"
             f"<p>{result['band_text']}</p>"
             f"<p><b>Estimated probability that this lesion is malignant: {prob}</b> "
-            f"({CALIBRATION_NOTE}; Low below {low}, High from {high}). "
+            f"({CALIBRATION_NOTE}; {bands_text(low, high)}). "
             "It is the model's estimate for lesions like those in its training data, not a certainty.</p>"
             f"<p class='dh-card-note'>{CARD_NOTE}</p></div>")
 

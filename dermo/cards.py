@@ -259,12 +259,20 @@ def ece_text(m: dict[str, Any]) -> str | None:
     return ", ".join(parts) or None
 
 
+def high_edge(v: Any) -> str:
+    """A High band edge as the card prints it; one above 1 (``dermo.config.NO_HIGH_EDGE``) means the band is empty."""
+    n = _num(v)
+    return "none (above 1: no probability is High)" if n is not None and n > 1.0 else fmt(v, digits=4)
+
+
 def bands_table(m: dict[str, Any], band_low: float, band_high: float) -> str | None:
     bands = m.get("bands")
     if not isinstance(bands, dict):
         return None
-    edges = {"low": f"p < {band_low:.4g}", "medium": f"{band_low:.4g} <= p < {band_high:.4g}",
-             "high": f"p >= {band_high:.4g}"}
+    no_high = band_high > 1.0
+    edges = {"low": f"p < {band_low:.4g}",
+             "medium": f"p >= {band_low:.4g}" if no_high else f"{band_low:.4g} <= p < {band_high:.4g}",
+             "high": "none (edge above 1)" if no_high else f"p >= {band_high:.4g}"}
     rows = []
     for b in ("low", "medium", "high"):
         d = bands.get(b) or {}
@@ -288,7 +296,7 @@ def calibration_note(metrics: dict[str, Any], serve: dict[str, Any]) -> str | No
     return ("**Calibration of these figures**: they were computed at a calibration "
             f"{how} (temperature T {fmt(used['temperature'], digits=4)}, logit bias b "
             f"{fmt(used['logit_bias'], digits=4)}, operating threshold {fmt(used['threshold'], digits=4)}, band edges "
-            f"low {fmt(used['band_low'], digits=4)} / high {fmt(used['band_high'], digits=4)}) that this model's "
+            f"low {fmt(used['band_low'], digits=4)} / high {high_edge(used['band_high'])}) that this model's "
             "`config.json` does not hold (see Model details). Apply these values to reproduce them; with the "
             "config as pushed, AUROC is the same but the probabilities, threshold and bands are not.")
 
@@ -580,7 +588,7 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                f"{fmt(serve.get('temperature'), digits=4)}, logit bias b {fmt(serve.get('logit_bias', 0.0), digits=4)}, "
                "operating threshold "
                f"{fmt(serve.get('threshold'), digits=4)}, band edges low {fmt(serve.get('band_low'), digits=4)} / "
-               f"high {fmt(serve.get('band_high'), digits=4)}; fitted on the validation split: "
+               f"high {high_edge(serve.get('band_high'))}; fitted on the validation split: "
                f"{'yes' if serve.get('calibrated') else 'no (interim defaults, ' + NOT_MEASURED + ')'}"]
     if info.has_safetensors:
         details.append("- `model.safetensors` + `config.json`: PyTorch weights (PyTorchModelHubMixin layout)"
@@ -639,7 +647,7 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
     else:
         s.append(f"Test-split results for this model: {NOT_MEASURED} (no `reports/evaluation/*/metrics.json` "
                  "matches this model; run `python -m dermo.evaluate` and push again). Band edges: low "
-                 f"{fmt(serve.get('band_low'), digits=4)} / high {fmt(serve.get('band_high'), digits=4)}; "
+                 f"{fmt(serve.get('band_low'), digits=4)} / high {high_edge(serve.get('band_high'))}; "
                  f"each band's malignancy rate: {NOT_MEASURED}.")
     s.append("**External sets** (never used in training or calibration): " + (
         "\n\n" + _table(["set", "images", "malignant", "AUROC (95% CI)", "sensitivity", "specificity"],

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,12 @@ REPORT_FOOTER = ("DermoHelper is a triage aid, not a diagnosis. Data: HAM10000 (
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ValueError(msg)
+
+
+#: ``band_high`` of a model whose validation scores admit no High edge: when at least 5% of benign validation scores
+#: are exactly 1.0, no edge <= 1 keeps the High band's specificity target, so the edge lies just above 1 and nothing
+#: is High (``dermo.metrics.threshold_for_specificity``).
+NO_HIGH_EDGE = math.nextafter(1.0, 2.0)
 
 
 @dataclass
@@ -66,8 +73,9 @@ class ModelConfig:
         _check(len(self.mean) == 3 and len(self.std) == 3, "mean and std need 3 values (RGB)")
         _check(all(s > 0 for s in self.std), "std values must be > 0")
         _check(self.temperature > 0, f"temperature={self.temperature} must be > 0")
-        _check(0.0 <= self.band_low <= self.band_high <= 1.0,
-               f"need 0 <= band_low ({self.band_low}) <= band_high ({self.band_high}) <= 1")
+        _check(0.0 <= self.band_low <= min(1.0, self.band_high) and self.band_high <= NO_HIGH_EDGE,
+               f"need 0 <= band_low ({self.band_low}) <= band_high ({self.band_high}) <= 1 (or band_high just above "
+               f"1, {NO_HIGH_EDGE!r}: no probability is High)")
         _check(0.0 <= self.threshold <= 1.0, f"threshold={self.threshold} must be in [0, 1]")
 
 

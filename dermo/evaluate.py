@@ -25,7 +25,8 @@ logit bias ``b`` (``b = 0``: plain ``softmax(logits / T)[1]``). Output
 2. ``threshold``: the highest threshold whose validation sensitivity is >= 0.90 on the calibrated probabilities;
 3. band edges (``dermo.metrics.band_edges``): ``band_low`` the highest edge keeping validation sensitivity of
    ``p >= band_low`` >= 0.97 (at most 3% of validation cancers called Low), ``band_high`` the lowest edge with
-   validation specificity of ``p >= band_high`` >= 0.95 (at most 5% of benign lesions called High);
+   validation specificity of ``p >= band_high`` >= 0.95 (at most 5% of benign lesions called High) (just above 1,
+   ``dermo.config.NO_HIGH_EDGE``, when at least 5% of benign validation scores are exactly 1.0: nothing is High);
 
 and writes them, with ``calibrated: true``, into the model's ``config.json`` (every other key kept), so that the
 export, the app and later evaluations read them from the model itself.
@@ -166,8 +167,9 @@ def fit_calibration(y_val: Any, logits_val: Any, operating_sensitivity: float = 
     p = M.apply_temperature(logits_val, t, b)
     thr = M.threshold_for_sensitivity(y, p, operating_sensitivity)
     low, high = M.band_edges(y, p, low_sensitivity, high_specificity)
-    # config.json must satisfy ModelConfig (edges in [0, 1]); an edge above 1 means "nothing is High".
-    low, high, thr = (min(1.0, v) for v in (low, high, thr))
+    # A High edge above 1 (NO_HIGH_EDGE: at least 5% of benign validation scores are exactly 1.0) is kept: "nothing
+    # is High". Clipped to 1.0 it would call those scores High, below the specificity target. (low and thr are
+    # malignant scores, never above 1.)
     conf = M.confusion_at(y, p, thr)
     return {"temperature": t, "logit_bias": b, "threshold": thr, "band_low": low, "band_high": high, "calibrated": True,
             "targets": {"operating_sensitivity": operating_sensitivity, "low_sensitivity": low_sensitivity,

@@ -66,17 +66,26 @@ def format_probability(p: float, decimals: int = 1) -> str:
     return f"{100 * p:.{decimals}f}%"
 
 
-def format_banded(p: float, low: float, high: float) -> tuple[str, str, str]:
+def format_banded(p: float, low: float, high: float) -> tuple[str, str, str | None]:
     """``(probability, low edge, high edge)`` as percentages, with as many decimals as it takes for the shown
     numbers to agree with the band: one decimal (e.g. 3.8%, "Low below 3.7%"), more only where rounding would put
-    the shown probability on the wrong side of a shown edge (3.66% against an edge of 3.65%: 3.66% / 3.65%)."""
+    the shown probability on the wrong side of a shown edge (3.66% against an edge of 3.65%: 3.66% / 3.65%).
+    The high edge is ``None`` when it lies above 1: that model's High band is empty (see ``bands_text``)."""
     band = band_of(p, low, high)
+    no_high = high > 1.0
     for d in range(1, 7):
         r = lambda v: round(100 * v, d)  # noqa: E731
-        shown_band = "low" if r(p) < r(low) else "high" if r(p) >= r(high) else "medium"
+        shown_band = "low" if r(p) < r(low) else "high" if not no_high and r(p) >= r(high) else "medium"
         if shown_band == band:
             break
-    return format_probability(p, d), f"{100 * low:.{d}f}%", f"{100 * high:.{d}f}%"
+    return format_probability(p, d), f"{100 * low:.{d}f}%", None if no_high else f"{100 * high:.{d}f}%"
+
+
+def bands_text(low: str, high: str | None) -> str:
+    """The band edges as a clause, from ``format_banded``'s strings: "Low below 3.7%, High from 51.0%"."""
+    if high is None:  # the validation scores left no High edge that keeps 95% of benign lesions out of it
+        return f"Low below {low}; this model calls no probability High"
+    return f"Low below {low}, High from {high}"
 
 
 def band_of(p: float, low: float, high: float) -> str:

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 import numpy as np
 from PIL import Image
 
-from .inference import format_banded
+from .inference import bands_text, format_banded
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ def render_report(path: str | Path, photo: Image.Image, overlay: Image.Image, re
     how = "calibrated on validation images" if result.get("calibrated") else "NOT yet calibrated"
     shown, low, high = format_banded(float(result["probability"]), edges["low"], edges["high"])
     prob = (f"Estimated probability that the lesion is malignant ({how}): {shown}."
-            f"  Bands: Low below {low}, High from {high}.")
+            f"  Bands: {bands_text(low, high)}.")
     y = 0.40
     for para, size in ((prob, 10), (band_text, 11)):
         lines = textwrap.wrap(para, 95)

@@ -351,3 +351,34 @@ def test_report_ensemble_teacher(tiny_model, tiny_data, tiny_manifest, tmp_path)
     member = json.loads((out / "evaluation" / "teacher-member1-test" / "metrics.json").read_text())
     assert member["auroc"] == pytest.approx(auroc(y, lg[0][:, 1] - lg[0][:, 0]))
     assert member["source"]["sha256"] == open_predictor(runs / "teacher" / "best").sha256
+
+
+def test_high_edge_stays_above_one_when_benign_scores_saturate(tmp_path):
+    """An overconfident model: 10% of benign validation scores come out exactly 1.0. No edge <= 1 keeps High at 95%
+    specificity, so the edge stays just above 1 and nothing is High (clipped to 1.0, those benign scores were High)."""
+    from dermo.cards import bands_table, high_edge
+    from dermo.config import NO_HIGH_EDGE
+    from dermo.evaluate import write_calibration
+    from dermo.inference import band_of, bands_text, format_banded
+
+    rng = np.random.default_rng(0)
+    z0, z1 = rng.normal(-3, 1, 900), rng.normal(2, 1, 100)
+    z0[:90], z1[:80] = 1e4, 1e4
+    y = np.r_[np.zeros(900), np.ones(100)].astype(int)
+    logits = np.stack([np.zeros(1000), np.r_[z0, z1]], 1)
+    c = fit_calibration(y, logits)
+    p = M.apply_temperature(logits, c["temperature"], c["logit_bias"])
+    assert (p[y == 0] == 1.0).mean() == pytest.approx(0.1)  # the degenerate case is really reached
+    assert c["band_high"] == NO_HIGH_EDGE and c["validation"]["bands"]["high"]["n"] == 0
+    assert 1.0 - (M.assign_bands(p[y == 0], c["band_low"], c["band_high"]) == "high").mean() >= 0.95
+    (tmp_path / "config.json").write_text(json.dumps({"backbone": "test_efficientnet"}))
+    write_calibration(tmp_path, c)  # validated through ModelConfig, which takes the edge
+    assert ModelConfig(**json.loads((tmp_path / "config.json").read_text())).band_high == NO_HIGH_EDGE
+    # what the app, the saved result and the card say of it
+    assert band_of(1.0, c["band_low"], c["band_high"]) == "medium"
+    shown, low, high = format_banded(1.0, c["band_low"], c["band_high"])
+    assert (shown, high) == (">99.9%", None) and "calls no probability High" in bands_text(low, high)
+    assert high_edge(c["band_high"]).startswith("none") and high_edge(0.51) == "0.5100"
+    assert "none (edge above 1)" in bands_table(c["validation"], c["band_low"], c["band_high"])
+    with pytest.raises(ValueError, match="band_high"):
+        ModelConfig(band_high=1.01)
