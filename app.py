@@ -72,6 +72,10 @@ MODEL_INFO = {k: PREDICTOR.info[k] for k in ("name", "version", "sha256")}
 BAND_EDGES = dict(PREDICTOR.info["band_edges"])
 RETAKE = "Retake the photo"
 WELCOME = "<p>Upload or take a photo, then press <b>Analyse photo</b>.</p>"
+# Formats DermoHelper reads that Chrome, Firefox and Edge cannot show (Safari can): the photo box stays blank.
+NO_PREVIEW = {"HEIF": "HEIC/HEIF", "TIFF": "TIFF"}
+NO_PREVIEW_HTML = ("<p id='dh-no-preview'>Your {kind} photo arrived. Many browsers cannot show this kind of file, so "
+                   "the photo box may stay blank, but DermoHelper can read it: press <b>Analyse photo</b>.</p>")
 HAM_CREDIT = ("Tschandl, Rosendahl, Kittler, Sci. Data 5, 180161, 2018, doi:10.1038/sdata.2018.161; "
               "CC BY-NC-SA 4.0, so the model is not for commercial use")
 CARD_NOTE = "A triage aid, not a diagnosis: see a doctor about any lesion that worries you."
@@ -117,9 +121,9 @@ def user_error(message: str) -> gr.Error:
     return gr.Error(message, print_exception=False)
 
 
-def open_upload(path: str | None, decode: bool = True) -> Image.Image | None:
+def open_upload(path: str | None, decode: bool = True) -> Image.Image | str:
     """The uploaded file as an RGB image, or ``gr.Error`` with what went wrong and what to do. ``decode=False``:
-    only the checks that decode no pixels (``check_image_file``: cheap for any file), returns None."""
+    only the checks that decode no pixels (``check_image_file``: cheap for any file), returns the format's name."""
     if path is None:
         raise user_error("No photo yet: upload a photo of the skin lesion or take one with the camera.")
     try:
@@ -213,9 +217,11 @@ def on_new_photo(path: str | None):
     """
     if path is not None:
         try:
-            open_upload(path, decode=False)
+            fmt = open_upload(path, decode=False)
         except gr.Error as e:
             return _error_html(e.message), None, gr.update(value=None, visible=False)
+        if fmt in NO_PREVIEW:  # the photo box above stays empty in most browsers: say that the photo did arrive
+            return NO_PREVIEW_HTML.format(kind=NO_PREVIEW[fmt]), None, gr.update(value=None, visible=False)
     return WELCOME, None, gr.update(value=None, visible=False)
 
 
@@ -300,6 +306,18 @@ SHOW_VERDICT = """() => {
     "This result has been deleted from the server, so it can no longer be downloaded. "
     "Press Analyse photo again to get it back.")).replace("TTL_MS", str(1000 * CACHE_TTL))
 
+# A file the browser cannot draw (not an image; a HEIC or TIFF photo outside Safari) leaves a broken-image frame in the
+# photo box: hide it (the card below says what happened). Runs once per page load (demo.load: Gradio 6.17 never runs
+# launch(js=...), gradio-app/gradio#13636); 'error' and 'load' do not bubble, so they are captured.
+ON_LOAD = """() => {
+  for (const [type, visibility] of [['error', 'hidden'], ['load', '']]) {
+    document.addEventListener(type, (e) => {
+      const img = e.target;  // the same element may show the next photo: a good one is shown again
+      if (img instanceof HTMLImageElement && img.closest('#dh-photo')) img.style.visibility = visibility;
+    }, true);
+  }
+}"""
+
 CSS = """
 .dh-card {border: 3px solid #999; border-radius: 12px; padding: 12px 16px;}
 .dh-card h2 {margin: 0 0 6px 0;}
@@ -316,7 +334,7 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
         with gr.Column(min_width=300):
             # Rear camera preferred on phones ("ideal", so laptops with one front camera still work).
             photo = pass_raw_upload(gr.Image(
-                label="Photo of the lesion (close-up, in focus, good light)", type="filepath",
+                label="Photo of the lesion (close-up, in focus, good light)", type="filepath", elem_id="dh-photo",
                 sources=["upload", "webcam"], height=360,
                 webcam_options=gr.WebcamOptions(
                     mirror=False, constraints={"video": {"facingMode": {"ideal": "environment"}}})))
@@ -353,6 +371,7 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
     api_json = gr.JSON(label="result", visible=False)
     api_btn = gr.Button(visible=False)
     api_btn.click(predict, api_file, api_json, api_name="predict", concurrency_limit=4)
+    demo.load(None, js=ON_LOAD, api_visibility="private")
 explain_bad_requests(demo)
 
 

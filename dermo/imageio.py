@@ -524,14 +524,15 @@ def load_image(
     )
 
 
-def check_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> None:
+def check_image_file(path: str | os.PathLike, *, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> str:
     """The checks of :func:`load_image` that need no pixel decoding, on a file: it exists, is a non-empty regular
     file within ``max_bytes``, in a format we read, with a header size within ``max_pixels``. Raises the same
-    :class:`ImageError`. Cheap in time and memory whatever the file (a UI can run it on every upload); damage in the
-    pixel data (a truncated JPEG) shows only when :func:`load_image` decodes it.
+    :class:`ImageError`; returns the format's name (one of :data:`ALLOWED_FORMATS`). Cheap in time and memory
+    whatever the file (a UI can run it on every upload); damage in the pixel data (a truncated JPEG) shows only when
+    :func:`load_image` decodes it.
     """
     _ensure_init()
-    _load_path(Path(os.fspath(path)), max_bytes, max_pixels, None, decode=False)
+    return str(_load_path(Path(os.fspath(path)), max_bytes, max_pixels, None, decode=False).format)
 
 
 def _load_path(path: Path, max_bytes: int, max_pixels: int, max_side: int | None,

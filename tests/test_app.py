@@ -15,6 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from dermo.inference import BANDS, sha256_file
 from tests.badinputs import EXPECTED, make_bad_inputs
@@ -224,6 +225,15 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
             assert html == app.WELCOME and overlay is None and report["visible"] is False
         html, overlay, report = app.on_new_photo(str(bad["zero_byte"]))
         assert "dh-error" in html and "empty" in html and overlay is None and report["visible"] is False
+        # a photo most browsers cannot preview (the photo box stays blank) is said to have arrived
+        tif = tmp_path / "photo.tif"
+        Image.open(good_images(tiny_data, 1)[0]).save(tif)
+        for path, kind in ((tif, "TIFF"), (bad.get("good_heic"), "HEIC/HEIF")):
+            if path is not None:
+                html, overlay, report = app.on_new_photo(str(path))
+                assert "dh-no-preview" in html and f"Your {kind} photo arrived" in html and overlay is None
+        html, _, _ = app.analyze_ui(str(tif))
+        assert "risk" in html and "dh-no-preview" not in html
         assert app.predict(str(good_images(tiny_data, 1)[0]))["band"] in BANDS
         assert app.demo.delete_cache is not None  # uploads and results are swept from the cache
     finally:
