@@ -53,3 +53,18 @@ def test_seeds_refuses_a_repeated_seed_and_mismatched_predictions(tmp_path):
         S.main([str(broken), "--n_boot", "50", "--out", str(tmp_path / "y")])
     with pytest.raises(KeyError, match="no model 'student'"):
         S.main([str(SEED1), "--a", "student", "--n_boot", "50", "--out", str(tmp_path / "z")])
+
+
+def test_recorded_command_writes_the_same_report(tmp_path):
+    """The Command line a report prints (note and title included) writes that report again, byte for byte."""
+    import shlex
+
+    out = tmp_path / "first"
+    assert S.main([str(SEED0), "--n_boot", "50", "--note", "a note's words", "--title", "A title", "--out", str(out)]) == 0
+    first = out.with_suffix(".md").read_text(), out.with_suffix(".json").read_text()
+    cmd = json.loads(first[1])["command"]
+    argv = shlex.split(cmd)
+    assert argv[:3] == ["python", "-m", "train.seeds"] and "--note" in argv and "--title" in argv
+    assert S.main(argv[3:]) == 0  # same --out: the report is written over itself
+    assert (out.with_suffix(".md").read_text(), out.with_suffix(".json").read_text()) == first
+    assert first[0].startswith("# A title") and "a note's words" in first[0]

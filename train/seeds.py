@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 from pathlib import Path
 from typing import Any, Sequence
@@ -112,6 +113,17 @@ def render(result: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def command(args: argparse.Namespace) -> str:
+    """The command line that writes this report again: every option that changes it (defaults left out)."""
+    parts = ["python -m train.seeds", *args.reports, f"--a {args.a}", f"--b {args.b}"]
+    if args.manifest != str(DEFAULT_MANIFEST):
+        parts.append(f"--manifest {shlex.quote(args.manifest)}")
+    if args.n_boot != 1000:
+        parts.append(f"--n_boot {args.n_boot}")
+    parts += [f"--{k} {shlex.quote(getattr(args, k))}" for k in ("note", "title") if getattr(args, k)]
+    return " ".join(parts + [f"--out {args.out}"])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m train.seeds", description=__doc__.split("\n\n")[0])
     ap.add_argument("reports", nargs="+", help="train.report output folders, one per seed")
@@ -129,7 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if len({r["seed"] for r in rows}) != len(rows):
         raise SystemExit(f"the folders repeat a seed: {[r['seed'] for r in rows]}")
     result = {"a": args.a, "b": args.b, "n_boot": args.n_boot, "note": args.note, "title": args.title,
-              "command": "python -m train.seeds " + " ".join(args.reports) + f" --a {args.a} --b {args.b} --out {args.out}",
+              "command": command(args),
               "seeds": rows, "summary": summarize(rows)}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
