@@ -1,10 +1,11 @@
 """Measure the quality-gate statistics on real dermoscopic images.
 
-    python benchmarks/quality_thresholds.py [--data DIR] [--n 1000] [--seed 0] [--n-bad 100]
+    python benchmarks/quality_thresholds.py [--data DIR] [--n 1000] [--seed 0] [--n-bad 100] [--json PATH]
+    python benchmarks/quality_thresholds.py --n 0 --json reports/quality_thresholds.json   # every image (committed)
 
-Loads ``--n`` images (random sample, fixed seed) from ``--data`` with
+Loads ``--n`` images (random sample, fixed seed; 0 = all) from ``--data`` with
 ``dermo.imageio.load_image``, computes ``dermo.quality.measure`` on each and
-prints one JSON object with
+prints (and with ``--json`` writes) one JSON object with ``command`` (the command line that made it) and
 
 * ``thresholds``: the defaults in ``dermo.quality``;
 * ``good.percentiles``: p0.1/p1/p5/p50/p95/p99/max of brightness, contrast, sharpness, chroma, flat_fraction;
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shlex
 import sys
 import time
 from collections import Counter
@@ -71,13 +73,15 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, default=1000, help="images to sample (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--n-bad", type=int, default=100, help="images used to make bad variants")
+    ap.add_argument("--json", default=None, help="also write the JSON object to this file")
     args = ap.parse_args(argv)
+    command = shlex.join(["python", "benchmarks/quality_thresholds.py", *(sys.argv[1:] if argv is None else argv)])
 
     files = sorted(p for p in Path(args.data).iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
     if not files:
         ap.error(f"no images in {args.data}")
     random.Random(args.seed).shuffle(files)
-    files = files[: args.n]
+    files = files[: args.n] if args.n > 0 else files
 
     t0 = time.perf_counter()
     images, reports = [], []
@@ -122,6 +126,7 @@ def main(argv=None) -> int:
         )
 
     out = {
+        "command": command,
         "data": str(args.data),
         "thresholds": {"min_side": quality.MIN_SIDE, "dark": quality.DARK, "bright": quality.BRIGHT,
                        "blur": quality.BLUR, "min_chroma": quality.MIN_CHROMA, "max_flat": quality.MAX_FLAT,
@@ -129,7 +134,10 @@ def main(argv=None) -> int:
         "good": good,
         "bad": bad,
     }
-    print(json.dumps(out, indent=2))
+    text = json.dumps(out, indent=2)
+    print(text)
+    if args.json:
+        Path(args.json).write_text(text + "\n")
     return 0
 
 
