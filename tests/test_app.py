@@ -291,6 +291,31 @@ def test_space_folder_is_complete_and_pinned(tmp_path):
     assert build.build_space(out, model) == out  # a previous build is rebuilt in place
 
 
+def test_space_serves_with_only_its_own_requirements(tmp_path):
+    """The built Space (bundled ONNX model) predicts, renders its card and result PNG when only what
+    space/requirements.txt installs can be imported: a module the app needs but the Space lacks fails here."""
+    from tests.space_env import closure, requirement_names, write_blocker
+
+    out = load_build().build_space(tmp_path / "space")
+    allowed = closure(requirement_names(out / "requirements.txt"))
+    assert "scipy" not in closure(["gradio", "onnxruntime", "pillow"])  # the blocker has something to block
+    write_blocker(tmp_path / "site", allowed)
+    code = ("import sys, app\n"
+            "r = app.predict(sys.argv[1]); assert r['band'] in ('low', 'medium', 'high'), r\n"
+            "html, overlay, report = app.analyze_ui(sys.argv[1]); assert 'risk' in html and report['visible'], html\n"
+            "print('served')\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "HF_HUB_OFFLINE": "1"}
+    env.pop("DERMO_MODEL", None)
+    example = sorted((out / "examples").glob("*.jpg"))[0]
+    run = lambda c: subprocess.run([sys.executable, "-c", c, str(example)], cwd=out, env=env,  # noqa: E731
+                                   capture_output=True, text=True, timeout=300)
+    blocked = run("import torch")  # installed here, not in the Space
+    assert "No module named 'torch': the Space does not install torch" in blocked.stderr, blocked.stderr[-2000:]
+    proc = run(code)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("served"), proc.stderr[-3000:]
+
+
 def test_space_push_fails_clearly_without_token_or_network(tmp_path, monkeypatch):
     build = load_build()
     folder = build.build_space(tmp_path / "space", make_tiny_model(tmp_path / "model"))
