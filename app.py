@@ -49,7 +49,7 @@ from dermo.report_card import BAND_COLORS, overlay_attention, render_report  # n
 
 logger = logging.getLogger("dermohelper.app")
 HERE = Path(__file__).resolve().parent
-MAX_UPLOAD = "30mb"  # Gradio refuses bigger uploads before they reach us; dermo.imageio refuses > 25 MiB clearly
+MAX_UPLOAD = "30mb"  # 30 MiB: Gradio refuses bigger uploads before they reach us; dermo.imageio refuses > 25 MB clearly
 
 
 def load_predictor(setting: str | None) -> Predictor:
@@ -109,10 +109,29 @@ def _sweep() -> None:
             pass
 
 
+def remove_empty_folders(root: str | Path, min_age: float) -> int:
+    """Remove the empty folders under ``root`` (not ``root``) left unchanged for ``min_age`` seconds; returns how
+    many. Gradio's cache sweep deletes each upload's file but not its folder, whose name is a hash of the file's
+    content: left behind, the folders would keep a trace of which photos were uploaded. ``min_age`` spares a folder
+    Gradio has just made for an upload it is still writing."""
+    removed, cutoff = 0, time.time() - min_age
+    for d, subdirs, files in os.walk(root, topdown=False):
+        if Path(d) == Path(root) or files:
+            continue
+        try:
+            if os.stat(d).st_mtime <= cutoff and not os.listdir(d):
+                os.rmdir(d)
+                removed += 1
+        except OSError:
+            pass  # filled or removed meanwhile
+    return removed
+
+
 def _sweep_forever() -> None:
     while True:
         time.sleep(SWEEP_S)
         _sweep()
+        remove_empty_folders(demo.GRADIO_CACHE, min_age=SWEEP_S)
 
 
 # ------------------------------------------------------------------------------------------------------- core
@@ -125,7 +144,7 @@ def open_upload(path: str | None, decode: bool = True) -> Image.Image | str:
     """The uploaded file as an RGB image, or ``gr.Error`` with what went wrong and what to do. ``decode=False``:
     only the checks that decode no pixels (``check_image_file``: cheap for any file), returns the format's name."""
     if path is None:
-        raise user_error("No photo yet: upload a photo of the skin lesion or take one with the camera.")
+        raise user_error("Upload a photo of the skin lesion or take one with the camera, then press Analyse photo.")
     try:
         return load_image(path) if decode else check_image_file(path)
     except ImageError as e:
@@ -160,9 +179,37 @@ def analyze(path: str | None) -> tuple[dict[str, Any], Image.Image | None, np.nd
     return result, img, None
 
 
+SERVER_FAULT = ("DermoHelper could not analyse this photo because of a fault on the server, not because of the photo. "
+                "Please try again in a moment.")
+
+
+def analyze_or_explain(path: str | None) -> tuple[dict[str, Any], Image.Image | None, np.ndarray | None]:
+    """``analyze``, with any unexpected failure (a bug, a missing package, memory) logged here and answered with
+    ``SERVER_FAULT`` instead of Gradio's bare "Error" (or its advice to the operator to set show_error=True)."""
+    try:
+        return analyze(path)
+    except gr.Error:
+        raise
+    except Exception:
+        logger.exception("analysis failed")  # the traceback names no user data: the upload is only a temp path
+        raise user_error(SERVER_FAULT) from None
+
+
+# What view_api() and the "Use via API" page show callers (Gradio shows only this of the handler's docstring).
+API_DESCRIPTION = (
+    "Skin-lesion triage aid, not a diagnosis. Input: one photo of one skin lesion (JPEG, PNG, WebP, HEIC; at most "
+    "25 MB), uploaded with gradio_client's handle_file(\"photo.jpg\"). Output (JSON): probability (calibrated "
+    "P(malignant)), band (\"low\" / \"medium\" / \"high\"), band_text, band_edges {low, high}, quality {ok, reasons, "
+    "codes}, heatmap (the attention map, rows of floats summing to 1), calibrated, model {name, version, sha256}, "
+    "disclaimer. A photo that fails the quality gate gets probability, band, band_text and heatmap null, and its "
+    "reasons; a file that is not a usable photo gets an error message saying what to do.")
+
+
 def predict(file: str | None) -> dict[str, Any]:
-    """API endpoint ``/predict``: an image file -> JSON (see module docstring)."""
-    return analyze(file)[0]
+    """API endpoint ``/predict``: an uploaded photo -> the JSON result (``API_DESCRIPTION``, the module docstring)."""
+    if file is None:
+        raise user_error(BAD_REQUEST)
+    return analyze_or_explain(file)[0]
 
 
 def _band_html(result: dict[str, Any]) -> str:
@@ -181,9 +228,9 @@ def _band_html(result: dict[str, Any]) -> str:
             f"<p class='dh-card-note'>{CARD_NOTE}</p></div>")
 
 
-def _error_html(message: str) -> str:
+def _error_html(message: str, heading: str = "This file could not be used") -> str:
     """A file the app cannot use: the message stays on the page (a toast would vanish), with no verdict."""
-    return (f"<div class='dh-card dh-retake' id='dh-error'><h2>This file could not be used</h2>"
+    return (f"<div class='dh-card dh-retake' id='dh-error'><h2>{html.escape(heading)}</h2>"
             f"<p>{html.escape(message)}</p></div>")
 
 
@@ -191,12 +238,22 @@ def analyze_ui(path: str | None):
     """UI handler: band card, heatmap overlay, downloadable PNG report (built from the same forward pass).
 
     Every outcome replaces all three outputs, so nothing of an earlier photo's result stays on the page: a file
-    that cannot be used gets its message in the card (not a toast, which vanishes) and no heatmap or download.
+    that cannot be used gets its message in the card (not a toast, which vanishes) and no heatmap or download, and
+    so does a fault of the server (``SERVER_FAULT``), wherever it happens.
     """
     try:
-        result, img, attention = analyze(path)
+        return _analyze_ui(path)
     except gr.Error as e:
-        return _error_html(e.message), None, gr.update(value=None, visible=False)
+        heading = ("No photo yet" if path is None else "Something went wrong" if e.message == SERVER_FAULT
+                   else "This file could not be used")
+        return _error_html(e.message, heading), None, gr.update(value=None, visible=False)
+    except Exception:
+        logger.exception("rendering the result failed")
+        return _error_html(SERVER_FAULT, "Something went wrong"), None, gr.update(value=None, visible=False)
+
+
+def _analyze_ui(path: str | None):
+    result, img, attention = analyze_or_explain(path)
     if attention is None:
         return _band_html(result), None, gr.update(value=None, visible=False)
     photo = img.copy()
@@ -204,7 +261,11 @@ def analyze_ui(path: str | None):
     overlay = overlay_attention(photo, attention)
     fd, name = tempfile.mkstemp(suffix=".png", prefix="dermohelper_result_", dir=_TMP)
     os.close(fd)
-    render_report(name, photo, overlay, result, result["band_text"], result["disclaimer"])
+    try:
+        render_report(name, photo, overlay, result, result["band_text"], result["disclaimer"])
+    except BaseException:
+        os.unlink(name)  # no half-written result left in the cache
+        raise
     return _band_html(result), overlay, gr.update(value=name, visible=True)
 
 
@@ -368,9 +429,12 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
 
     # The public API: a plain file in, JSON out (hidden components: the page shows the UI above).
     api_file = no_empty_cache_files(gr.File(label="image", visible=False, type="filepath"))
+    # the "Use via API" page's example call: a photo of the caller's (Gradio's default is a PDF on github.com)
+    api_file.example_inputs = lambda: {"path": "photo.jpg", "url": "photo.jpg", "orig_name": "photo.jpg",
+                                       "meta": {"_type": "gradio.FileData"}}
     api_json = gr.JSON(label="result", visible=False)
     api_btn = gr.Button(visible=False)
-    api_btn.click(predict, api_file, api_json, api_name="predict", concurrency_limit=4)
+    api_btn.click(predict, api_file, api_json, api_name="predict", concurrency_limit=4, api_description=API_DESCRIPTION)
     demo.load(None, js=ON_LOAD, api_visibility="private")
 explain_bad_requests(demo)
 
@@ -384,6 +448,8 @@ def launch() -> None:
     # A stopped server (SIGTERM: a Space restarting, a container stopping) deletes the photos and results it holds,
     # as Ctrl-C does; atexit then removes our folder.
     signal.signal(signal.SIGTERM, _interrupt)
+    # at exit, after Gradio's close has deleted the cached files: their folders too
+    atexit.register(remove_empty_folders, demo.GRADIO_CACHE, 0)
     threading.Thread(target=_sweep_forever, daemon=True, name="dermo-sweep").start()
     # api_open=False: the queued handlers (the API's predict among them) are reached only through the queue and its
     # concurrency limits, not through Gradio's direct REST routes (Gradio closes those itself only on a Space).

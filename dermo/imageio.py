@@ -90,8 +90,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Default limit on the encoded file size (25 MiB).
-MAX_BYTES = 25 * 2**20
+#: Default limit on the encoded file size (25 MB, decimal: the unit phones and file browsers show).
+MAX_BYTES = 25_000_000
 #: Default limit on width*height read from the header (64 megapixels: 48 MP phone photos pass, bombs do not).
 MAX_PIXELS = 64_000_000
 #: Longest side after loading; larger images are downscaled (see module doc).
@@ -180,10 +180,11 @@ def _ensure_init() -> None:
 # --------------------------------------------------------------------------- #
 
 def _mb(n: float) -> str:
-    if n >= 2**20:
-        return f"{n / 2**20:.1f} MB"
-    if n >= 1024:
-        return f"{n / 1024:.0f} KB"
+    """A size as phones and file browsers show it (decimal units: 1 MB = 1,000,000 bytes)."""
+    if n >= 1e6:
+        return f"{n / 1e6:.1f} MB"
+    if n >= 1e3:
+        return f"{n / 1e3:.0f} KB"
     return f"{int(n)} bytes"
 
 
@@ -242,6 +243,11 @@ def _not_image(head: bytes) -> ImageError:
             "This looks like a HEIC/HEIF photo, which this server cannot read. "
             "Convert it to JPEG (on an iPhone: Settings > Camera > Formats > Most Compatible) and upload it again.",
             code="heic_unsupported",
+        )
+    if b"<svg" in head[:512].lower():  # a drawing, offered by phones' image pickers, is text to us
+        return ImageError(
+            "This is an SVG drawing, not a photo: DermoHelper reads only photos. " + _UPLOAD_HINT,
+            code="not_image",
         )
     if _looks_like_text(head[:512]):
         return ImageError(

@@ -17,7 +17,7 @@ present when ``pillow_heif`` can encode HEIC on this machine; ``missing``
 is a path that is deliberately *not* created.
 
 Expected outcomes with the default limits of ``load_image``
-(max_bytes=25 MiB, max_pixels=64 MP, max_side=4096):
+(max_bytes=25 MB, max_pixels=64 MP, max_side=4096):
 
 =============  ==================  =================  =======================================
 name           file                outcome            note

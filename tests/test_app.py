@@ -145,6 +145,41 @@ def test_predict_on_real_photos(client, server, tiny_data):
 
 
 @pytest.mark.slow
+def test_swept_uploads_leave_no_folders_behind(tmp_path, tiny_data):
+    """Gradio's sweep deletes an upload's file but not its folder, named by a hash of the photo: our sweep removes
+    the emptied folders, and a stopped server (SIGTERM) leaves no upload, file or folder, in its cache."""
+    from gradio_client import Client
+
+    model, cache, log, port = make_tiny_model(tmp_path / "m"), tmp_path / "cache", tmp_path / "app.log", free_port()
+    cache.mkdir()
+    proc = start_app(model, port, log, GRADIO_TEMP_DIR=str(cache), DERMO_CACHE_TTL="2")
+    try:
+        url = f"http://127.0.0.1:{port}/"
+        wait_ready(proc, url, log)
+        kept = {d for d in cache.rglob("*") if d.is_dir()}  # made at start (the examples, when there are any)
+        client = Client(url, verbose=False)
+        first, second = good_images(tiny_data, 2)
+        assert call(client, first)["band"] in BANDS
+        folder = next(p.parent for p in cache.rglob(first.name))
+        deadline = time.time() + 60
+        while folder.exists() and time.time() < deadline:
+            time.sleep(0.5)
+        assert not folder.exists(), sorted(cache.rglob("*"))
+        assert call(client, second)["band"] in BANDS  # the server still takes uploads
+    finally:
+        proc.terminate()  # Gradio takes several seconds to close
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, log.read_text()[-2000:]
+    left = {p for p in cache.rglob("*")} - kept
+    assert not [p for p in left if p.is_file() and p.name in (first.name, second.name)], left
+    assert not [d for d in left if d.is_dir() and not any(d.iterdir())], left
+
+
+@pytest.mark.slow
 def test_every_bad_input_gets_a_clear_answer_and_the_server_keeps_working(client, server, tiny_data, tmp_path):
     from gradio_client.exceptions import AppError
 
@@ -236,6 +271,23 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
         assert "risk" in html and "dh-no-preview" not in html
         assert app.predict(str(good_images(tiny_data, 1)[0]))["band"] in BANDS
         assert app.demo.delete_cache is not None  # uploads and results are swept from the cache
+        with pytest.raises(app.gr.Error, match="handle_file"):  # an API call that carried no file
+            app.predict(None)
+        photo = str(good_images(tiny_data, 1)[0])
+        # a fault of the server (here: the model raises) is said as such, in the API and in the card
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(app.PREDICTOR, "predict", lambda img: 1 / 0)
+            with pytest.raises(app.gr.Error) as e:
+                app.predict(photo)
+            assert e.value.message == app.SERVER_FAULT
+            html, overlay, report = app.analyze_ui(photo)
+            assert "Something went wrong" in html and "not because of the photo" in html and report["visible"] is False
+        with pytest.MonkeyPatch.context() as mp:  # the result PNG fails half-way: nothing of it is left
+            mp.setattr(app, "render_report", lambda name, *a: Path(name).write_bytes(b"half") and 1 / 0)
+            before = set(Path(app._TMP).iterdir())
+            html, overlay, report = app.analyze_ui(photo)
+            assert "Something went wrong" in html and overlay is None and report["visible"] is False
+            assert set(Path(app._TMP).iterdir()) == before
     finally:
         sys.modules.pop("app", None)
 

@@ -105,6 +105,16 @@ def test_text_file_mentions_text(bad):
         load_image(bad["text"])
 
 
+def test_svg_is_called_a_drawing(tmp_path):
+    """Phones' image pickers offer SVG files: they are named as drawings, not as renamed documents."""
+    svg = tmp_path / "logo.svg"
+    svg.write_text('<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"></svg>')
+    for src in (svg, svg.read_bytes()):
+        with pytest.raises(ImageError, match="SVG drawing, not a photo") as ei:
+            load_image(src)
+        assert ei.value.code == "not_image"
+
+
 def test_png16_is_scaled_not_clipped(bad):
     a = np.asarray(load_image(bad["png16"]))
     assert a.shape == (16, 256, 3)
@@ -268,7 +278,7 @@ def test_huge_file_refused_without_reading(bad, monkeypatch):
     with pytest.raises(ImageError) as ei:
         load_image(bad["huge"])
     assert ei.value.code == "file_too_large"
-    assert "26.0 MB" in str(ei.value) and "25.0 MB" in str(ei.value)
+    assert "27.3 MB" in str(ei.value) and "25.0 MB" in str(ei.value)  # 26 MiB in decimal MB, as phones show sizes
 
 
 def test_huge_file_loads_with_higher_limit(bad):
