@@ -249,6 +249,9 @@ def test_training_and_models_report(tiny_model, tiny_data, tiny_manifest, tmp_pa
     src = {r["name"]: r["calibration_source"] for r in models}
     assert src == {"teacher": "fitted here on validation", "baseline": "fitted here on validation",
                    "magkd": "config.json", "shipped": "config.json"}
+    base = next(r for r in models if r["name"] == "baseline")  # sizes in MiB (2^20 bytes), as the key says
+    weights = Path(base["metrics"]["source"]["model"]) / "model.safetensors"
+    assert base["size_mib"] == pytest.approx(weights.stat().st_size / 2**20) and "size_mb" not in base
     command = json.loads((out / "models.json").read_text())["command"]
     for r in models:  # each evaluation folder names the train.report call that wrote it
         ev = out / "evaluation" / f"{r['name']}-test"

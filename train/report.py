@@ -266,7 +266,7 @@ def render_models(rows: list[dict[str, Any]], note: str, n_boot: int, command: s
     for r in rows:
         m = r["metrics"]
         lo, hi = m["bands"]["low"], m["bands"]["high"]
-        lines.append(f"| {r['title']} | {r['format']} | {r['size_mb']:.1f} | {_ci(m['auroc'], m['auroc_ci'], False)} | "
+        lines.append(f"| {r['title']} | {r['format']} | {r['size_mib']:.1f} | {_ci(m['auroc'], m['auroc_ci'], False)} | "
                      f"{m['threshold']:.4f} | {_ci(m['sensitivity'], m['sensitivity_ci'])} | "
                      f"{_ci(m['specificity'], m['specificity_ci'])} | {m['ece']['before']:.3f} -> "
                      f"{m['ece']['after']:.3f} (T={m['temperature']:.2f}, b={m.get('logit_bias', 0.0):.2f}) | {_pct(lo['share_of_malignant'])} / "
@@ -421,7 +421,7 @@ def _model_row(name, title, fmt, files, pred, lv, lt, y_val, y_test, df_test, n_
                    "calibration_source": source, "command": command}
     write_outputs(Path(out) / "evaluation" / f"{name}-test", y_test, lt, m, df_test)
     return {"name": name, "title": title, "format": fmt,
-            "size_mb": sum(Path(f).stat().st_size for f in files) / 2**20,
+            "size_mib": sum(Path(f).stat().st_size for f in files) / 2**20,  # 2^20 bytes
             "calibration_source": source, "calibration": {k: getattr(cfg, k) for k in CALIBRATION_KEYS},
             "metrics": {k: v for k, v in m.items() if k not in ("reliability", "subgroups")}}
 
