@@ -138,8 +138,14 @@ def test_concurrent_trials_in_worker_processes(tmp_path, tiny_data, tiny_manifes
                   "--batch_size", "8", "--mixed_precision", "no", "--num_workers", "1",
                   "--data_dir", str(tiny_data), "--manifest", str(tiny_manifest), "--untuned", str(teacher_dir)])
     recs = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
-    assert [r["status"] for r in recs] == ["ok"] * 3
+    assert [r["status"] for r in recs] == ["ok"] * 2  # the two trials: no retrain (below), no untuned run (given)
     assert all(r["pid"] != os.getpid() for r in recs)  # trained in the workers
+    # the winner reached the full budget (final epochs = the last rung) at the top rung, on that budget's schedule:
+    # its trial's model is the final one, as a retrain would repeat it bit for bit
+    w = rep["winner"]["id"]
+    assert rep["final"]["winner"]["model_dir"] == str(out / "trials" / w / "best") and not (out / "winner").exists()
+    assert "not retrained" in rep["final"]["winner"]["note"] and rep["final"]["winner"]["test"]["n"] > 0
+    assert "not retrained: a retrain would repeat it bit for bit" in (tmp_path / "r.md").read_text()
     assert not (out / "cache").exists()  # the shared decoded copy is removed afterwards
     assert rep["final"]["untuned"]["model_dir"] == str(teacher_dir)  # --untuned: an existing model, not retrained
     assert {t["status"] for t in rep["trials"]} == {"winner", "finalist"}

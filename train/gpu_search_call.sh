@@ -7,8 +7,10 @@
 #   bash train/travel.sh stash
 # Device call: carry [".carry/ham10000.tar.gz", ".carry/weights/mobilenetv2_100.safetensors", ".carry/models"],
 #   command: PYTHONUNBUFFERED=1 bash train/gpu_search_call.sh 2>&1 | tee $OUT/log
-# then: bash train/travel.sh restore, and unpack: cat search.tar.* | tar -xf -   (reports/search.md/.json, the trial
-#   journal, and the winner's and untuned student's folders under runs/search/)
+# then: bash train/travel.sh restore, and unpack: cat search.tar.* | tar -xf -   (runs/search/report/search.md/.json,
+#   the trial journal runs/search/trials.jsonl, and the winner's and untuned student's folders under runs/search/;
+#   copy the report to reports/search.md/.json). A search still running at LIMIT - 25 s is stopped and what it had
+#   finished is packed all the same (the report is rewritten after every trial).
 # Ship the winner only if it beats the shipped student (models/gpu/magkd_ensemble, validation AUROC 0.9099) on
 # validation: the search's own untuned row is its base config at the search's budget, not the shipped run.
 # Ship it with VERSION=0.2.0 bash train/ship.sh ...: every model shipped so far said 0.1.0 (only the sha256 told them
@@ -18,6 +20,9 @@
 #   SEARCH_EXTRA="--limit_train 64 --limit_eval 64 --batch_size 16 --mixed_precision no --num_workers 2 --n_boot 20" \
 #   bash train/gpu_search_call.sh
 set -euo pipefail
+T_CALL=$(date +%s)
+LIMIT=${LIMIT:-570}  # seconds this script may take (the device call's limit is 600): the search is cut short at
+# LIMIT - 25 so that whatever it finished (report, journal, models) is always packed and comes back
 DEV_OUT=${OUT:-/tmp/out}
 mkdir -p /tmp/data "$DEV_OUT"
 [ -d /tmp/data/ham10000 ] || tar -xzf .carry/ham10000.tar.gz -C /tmp/data
@@ -26,8 +31,11 @@ T0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 python -c "import sys, torch, timm, accelerate; print(sys.version.split()[0], torch.__version__, timm.__version__, accelerate.__version__)"
 status=0
+LEFT=$(( LIMIT - 25 - ($(date +%s) - T_CALL) ))
 OUT=runs/search REPORT=runs/search/report/search TEACHER=${TEACHER:-.carry/models/gpu/teacher,.carry/models/gpu/baseline} \
-  EXTRA="--data_dir /tmp/data/ham10000 --num_workers 16 ${SEARCH_EXTRA:-}" bash train/gpu_search.sh || status=$?
+  EXTRA="--data_dir /tmp/data/ham10000 --num_workers 16 ${SEARCH_EXTRA:-}" \
+  timeout --kill-after=10 "$LEFT" bash train/gpu_search.sh || status=$?
+[ "$status" = 124 ] && echo "search cut short after $LEFT s (timeout): packing what it finished"
 echo "search exit $status at $(( $(date +%s) - T0 )) s"
 # Everything that belongs to the search in one tar of 15 MiB parts (the device tool returns at most 8 files): the
 # report, the trial journal, and the retrained winner and untuned students (best/ + metrics, no checkpoints).
