@@ -2,6 +2,7 @@
 evaluation -> strict reload, with timm's tiny test model at 48-64 px."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -277,6 +278,56 @@ open(f"{sys.argv[1]}.{acc.process_index}", "w").write(repr(m["auroc"]))
 """
 
 
+TWO_PROCESS_SCHEDULE = """
+import sys
+
+import torch
+from accelerate import Accelerator
+
+from dermo.training import _cosine_with_warmup, schedule_steps
+
+acc = Accelerator(cpu=True)
+model = torch.nn.Linear(2, 2)
+opt = torch.optim.AdamW(model.parameters(), lr=1.0)
+sched = _cosine_with_warmup(opt, *schedule_steps(acc, 2, 20))
+model, opt, sched = acc.prepare(model, opt, sched)
+lrs = []
+for _ in range(20):
+    opt.step()
+    sched.step()
+    lrs.append(opt.param_groups[0]["lr"])
+open(f"{sys.argv[1]}.{acc.process_index}", "w").write(repr(lrs))
+"""
+
+
+def _run_on(n: int, code: str, out, tmp_path) -> list:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / f"script_{abs(hash(code))}.py"
+    script.write_text(code)
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+                        "--master_port", str(29500 + os.getpid() % 1000 + n), str(script), str(out), str(n)],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return [Path(f"{out}.{i}").read_text() for i in range(n)]
+
+
+@pytest.mark.slow
+def test_learning_rate_schedule_is_the_same_on_two_processes(tmp_path):
+    """Accelerate's prepared scheduler steps once per process per optimizer step: on 2 processes the cosine schedule
+    had reached 0 after half the steps and stayed there. It now follows the one-process curve, step for step."""
+    one = eval(_run_on(1, TWO_PROCESS_SCHEDULE, tmp_path / "one", tmp_path)[0])
+    two = [eval(t) for t in _run_on(2, TWO_PROCESS_SCHEDULE, tmp_path / "two", tmp_path)]
+    # the cosine part step for step (the linear warmup counts its half steps: 0.75 against 1.0 after its first step)
+    assert two[0] == two[1] and two[0][2:] == pytest.approx(one[2:]) and two[0][1] == one[1] == 1.0
+    assert one[9] > 0.3 and one[-1] == pytest.approx(0.0, abs=1e-12)  # a real cosine: half-way up, 0 at the end
+
+
 @pytest.mark.slow
 def test_evaluate_on_two_processes_matches_one(tmp_path):
     """7 validation images on 2 processes (shards of 4 and 3, gloo on CPU, fresh processes from torch.distributed.run):
@@ -299,3 +350,34 @@ def test_evaluate_on_two_processes_matches_one(tmp_path):
         assert r.returncode == 0, r.stderr[-3000:]
         aurocs[n] = [float(Path(f"{out}.{i}").read_text()) for i in range(n)]
     assert aurocs[2] == [aurocs[1][0]] * 2
+
+
+def test_validation_is_scored_in_fp32_under_bf16_training():
+    """Checkpoints and search trials are chosen on evaluate(): under a bf16 accelerator it still scores fp32 logits,
+    the ones every report and the shipped model use (bf16 autocast moved them, and the AUROC, here)."""
+    from accelerate import Accelerator
+
+    from dermo.config import ModelConfig, RunConfig
+    from dermo.models import create_model, predict_logits
+    from dermo.training import evaluate, validation_metrics
+
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # earlier tests' Accelerator (fp32) is process-wide
+    try:
+        acc = Accelerator(cpu=True, mixed_precision="bf16")
+        torch.manual_seed(0)
+        cfg = RunConfig().override(backbone="test_efficientnet", img_size=32, pretrained=False, batch_size=4)
+        model = create_model(ModelConfig(backbone="test_efficientnet", img_size=32)).eval()
+        torch.nn.init.normal_(model.fc.weight, std=0.5)
+        images = torch.randint(0, 255, (64, 32, 32, 3), dtype=torch.uint8,
+                               generator=torch.Generator().manual_seed(1))
+        y = np.random.default_rng(0).integers(0, 2, 64)
+        fp32, _ = predict_logits(model, images, cfg.model, batch_size=64)
+        with acc.autocast():
+            bf16, _ = predict_logits(model, images, cfg.model, batch_size=64)
+        assert (bf16.float() - fp32).abs().max() > 1e-4  # bf16 really differs here
+        m = evaluate(model, acc, images, y, cfg)
+        assert m == validation_metrics(y, torch.softmax(fp32, 1)[:, 1].numpy())
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
