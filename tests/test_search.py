@@ -119,6 +119,11 @@ def test_search_end_to_end(tmp_path, tiny_data, tiny_manifest, teacher_dir):
 
 
 def test_different_search_in_same_out_is_refused(tmp_path, tiny_data, tiny_manifest, teacher_dir):
+    base = S.RunConfig().override(teacher=str(teacher_dir), data_dir=str(tiny_data), manifest=str(tiny_manifest),
+                                  img_size=2 * SIZE)
+    with pytest.raises(ValueError, match=f"takes {SIZE} px images, the search {2 * SIZE} px"):
+        S.search(base, {"name": "x", "grid": {"lr": [1e-3]}}, [1], 2, tmp_path / "s", untuned_dir=str(teacher_dir),
+                 data={})
     out = tmp_path / "search"
     out.mkdir()
     (out / "search_state.json").write_text(json.dumps({"space": {"lr": [1.0]}}))
@@ -149,3 +154,64 @@ def test_concurrent_trials_in_worker_processes(tmp_path, tiny_data, tiny_manifes
     assert not (out / "cache").exists()  # the shared decoded copy is removed afterwards
     assert rep["final"]["untuned"]["model_dir"] == str(teacher_dir)  # --untuned: an existing model, not retrained
     assert {t["status"] for t in rep["trials"]} == {"winner", "finalist"}
+
+
+def test_a_final_run_of_another_length_starts_from_scratch(tmp_path, tiny_data, tiny_manifest, teacher_dir):
+    """The same search again with other --final-epochs: the winner's earlier final run is on another cosine schedule,
+    so it is retrained from scratch, not continued (continuing it had decayed the rate to 0, then raised it again)."""
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"name": "pair", "grid": {"lr": [1e-3, 3e-4]}}))
+    out = tmp_path / "search"
+
+    def go(final_epochs: int) -> dict:
+        return S.main(["--teacher", str(teacher_dir), "--space", str(space), "--rungs", "1", "--eta", "2",
+                       "--final-epochs", str(final_epochs), "--out", str(out), "--report", str(tmp_path / "r"),
+                       "--n_boot", "0", "--backbone", "test_efficientnet", "--img_size", str(SIZE),
+                       "--pretrained", "false", "--batch_size", "8", "--mixed_precision", "no", "--num_workers", "1",
+                       "--data_dir", str(tiny_data), "--manifest", str(tiny_manifest), "--untuned", str(teacher_dir)])
+
+    go(2)
+    go(3)
+    recs = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
+    finals = [r for r in recs if r["name"] == "winner"]
+    assert [(r["epochs"], r["resumed"]) for r in finals] == [(2, False), (3, False)]
+    lr = [h["lr_end"] for h in json.loads((out / "winner" / "history.json").read_text())]
+    assert len(lr) == 3 and lr[0] > lr[1] > lr[2]  # one cosine curve, 3 epochs long
+
+
+CRASHING_WORKER = """
+import os
+import dermo.training as DT
+
+
+def fake_run(cfg, data=None):  # stands in for training in the search's worker processes
+    if cfg.train.lr == 0.5:
+        os._exit(1)  # a hard death: segfault, out-of-memory kill, fatal CUDA error
+    return {"best_epoch": 0, "train_seconds": 0.1, "train_img_per_s": 1.0, "model_dir": cfg.train.output_dir,
+            "validation": {"score": cfg.train.lr, "auroc": 0.5}}
+
+
+DT.run = fake_run
+"""
+
+
+def test_a_dying_worker_fails_its_own_job_not_the_search(tmp_path, monkeypatch):
+    """A job that kills its worker process breaks the whole pool: the other jobs go on in a new pool, the search
+    does not end, and only the job that was in every breakdown is recorded as failed."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(CRASHING_WORKER)  # loaded by every spawned worker at start
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), root]))
+    x = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    data = {"train": (x, [0, 1, 0, 1]), "validation": (x, [0, 1, 0, 1])}
+    runner = S.Runner(data, 2, tmp_path / "trials.jsonl", tmp_path / "cache")
+    base = S.RunConfig()
+    lrs = [0.5, 1e-3, 3e-4, 1e-4, 2e-4]
+    jobs = [S.make_job(base, f"t{i}", "trial", {"lr": lr}, 1, tmp_path / f"t{i}") for i, lr in enumerate(lrs)]
+    try:
+        recs = runner.run_jobs(jobs)
+    finally:
+        runner.close()
+    assert recs["t0"]["status"] == "failed" and "worker process died" in recs["t0"]["error"]
+    assert all(recs[f"t{i}"]["status"] == "ok" for i in range(1, len(lrs))), recs

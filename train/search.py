@@ -35,6 +35,7 @@ import shutil
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -157,12 +158,15 @@ def execute(job: dict[str, Any], data: dict[str, tuple]) -> dict[str, Any]:
     out_dir = Path(cfg.train.output_dir)
     ckpt = out_dir / "checkpoints" / "last" / STATE_FILE
     job_file = out_dir / "search_job.json"
-    if ckpt.is_file() and job_file.is_file() and json.loads(job_file.read_text()) == job["overrides"]:
+    # what a checkpoint here must have been trained with to be continued: the same config on the same cosine
+    # schedule (a promotion keeps it; a final run with other --final-epochs does not, and starts from scratch)
+    identity = {"overrides": job["overrides"], "schedule_epochs": cfg.train.schedule_epochs or cfg.train.epochs}
+    if ckpt.is_file() and job_file.is_file() and json.loads(job_file.read_text()) == identity:
         cfg = cfg.override(resume="latest")
     elif out_dir.exists():  # a different configuration trained here before (e.g. another winner): start clean
         shutil.rmtree(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    job_file.write_text(json.dumps(job["overrides"]))
+    job_file.write_text(json.dumps(identity))
     t0 = time.perf_counter()
     rec: dict[str, Any] = {"name": job["name"], "kind": job["kind"], "rung": job.get("rung"),
                            "epochs": cfg.train.epochs, "span": job.get("span", cfg.train.epochs),
@@ -236,8 +240,10 @@ class Runner:
             import multiprocessing as mp
 
             threads = max(1, (os.cpu_count() or 1) // concurrency)
-            self.pool = ProcessPoolExecutor(concurrency, mp_context=mp.get_context("spawn"),
-                                            initializer=_init_worker, initargs=(str(cache_dir), threads))
+            self._new_pool = lambda: ProcessPoolExecutor(concurrency, mp_context=mp.get_context("spawn"),
+                                                         initializer=_init_worker,
+                                                         initargs=(str(cache_dir), threads))
+            self.pool = self._new_pool()
             self.data = None
         else:
             self.data = _on_device(data)
@@ -278,28 +284,71 @@ class Runner:
             return out
         pending: dict[Any, dict] = {}
         queue = list(todo)
+        deaths: dict[str, int] = {}  # pool breakdowns each job was part of
         while queue or pending:
-            while queue and len(pending) < self.concurrency and not expired():
-                job = queue.pop(0)
-                pending[self.pool.submit(_execute_in_worker, job)] = job
+            try:
+                while queue and len(pending) < self.concurrency and not expired():
+                    job = queue.pop(0)
+                    try:
+                        pending[self.pool.submit(_execute_in_worker, job)] = job
+                    except BrokenProcessPool:  # a worker died since the last wait (counted for this job too,
+                        deaths[job["name"]] = deaths.get(job["name"], 0) + 1  # so that restarts always end)
+                        if deaths[job["name"]] < MAX_DEATHS:
+                            queue.insert(0, job)
+                        else:
+                            out[job["name"]] = self._record(_failed(job, "no worker process could start it"))
+                        raise
+            except BrokenProcessPool:
+                self._restart(pending, queue, deaths, out)
+                continue
             if not pending:
                 break
             finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
+                self._restart(pending, queue, deaths, out)
             for fut in finished:
+                if fut not in pending:
+                    continue
                 job = pending.pop(fut)
                 try:
                     rec = fut.result()
-                except Exception as e:  # noqa: BLE001 - a dead worker is recorded like a failed trial
-                    rec = {"name": job["name"], "kind": job["kind"], "rung": job.get("rung"),
-                           "epochs": job["cfg"]["train"]["epochs"], "overrides": job["overrides"],
-                           "status": "failed", "error": f"{type(e).__name__}: {e}"}
+                except Exception as e:  # noqa: BLE001 - recorded like a failed trial
+                    rec = _failed(job, f"{type(e).__name__}: {e}")
                 out[job["name"]] = self._record(rec)
         return out
+
+    def _restart(self, pending: dict, queue: list, deaths: dict[str, int], out: dict[str, dict]) -> None:
+        """A worker died (segfault, out of memory): the pool is unusable and every job still in it is lost, with no
+        telling which one killed it. Each goes back to the queue, for a new pool, and continues from its last epoch
+        checkpoint; one that was in ``MAX_DEATHS`` breakdowns is recorded as failed. Jobs that had finished are
+        left in ``pending`` to be collected."""
+        for fut, job in list(pending.items()):
+            if fut.done() and not isinstance(fut.exception(), BrokenProcessPool):
+                continue
+            pending.pop(fut)
+            deaths[job["name"]] = deaths.get(job["name"], 0) + 1
+            if deaths[job["name"]] < MAX_DEATHS:
+                queue.append(job)  # behind the others: next time it runs beside other jobs
+            else:
+                out[job["name"]] = self._record(_failed(job, f"its worker process died ({MAX_DEATHS} times, "
+                                                             "with the jobs beside it)"))
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.pool = self._new_pool()
+        logger.warning("a worker process died; %d job(s) queued for a new pool", len(queue))
 
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
             shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+MAX_DEATHS = 3  # a job in this many pool breakdowns is recorded as failed (it is likely the one that kills workers)
+
+
+def _failed(job: dict, error: str) -> dict:
+    return {"name": job["name"], "kind": job["kind"], "rung": job.get("rung"),
+            "epochs": job["cfg"]["train"]["epochs"], "overrides": job["overrides"], "status": "failed",
+            "error": error}
 
 
 def make_job(base: RunConfig, name: str, kind: str, overrides: dict, epochs: int, out_dir: Path,
@@ -366,6 +415,12 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
     if not base.distill.teacher:
         raise ValueError("the MAG-KD search needs a trained teacher: --teacher runs/.../teacher/best")
     final_epochs = int(final_epochs or rungs[-1])
+    if untuned_dir:  # scored on the search's decoded images, which are not resized again
+        cfg_file = Path(untuned_dir) / "config.json"
+        size = json.loads(cfg_file.read_text()).get("img_size") if cfg_file.is_file() else None
+        if size != base.model.img_size:
+            raise ValueError(f"--untuned {untuned_dir} takes {size} px images, the search {base.model.img_size} px: "
+                             f"give --img_size {size} or an untuned model of {base.model.img_size} px")
     base = teacher_cache_config(base, out)
     configs = expand_space(space["grid"])
     for ov in configs:  # every configuration must be valid before anything trains
