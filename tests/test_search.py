@@ -148,7 +148,10 @@ def test_concurrent_trials_in_worker_processes(tmp_path, tiny_data, tiny_manifes
     # the winner reached the full budget (final epochs = the last rung) at the top rung, on that budget's schedule:
     # its trial's model is the final one, as a retrain would repeat it bit for bit
     w = rep["winner"]["id"]
-    assert rep["final"]["winner"]["model_dir"] == str(out / "trials" / w / "best") and not (out / "winner").exists()
+    assert rep["final"]["winner"]["model_dir"] == str(out / "winner" / "best")  # a copy, where a retrain would be
+    trial, final = out / "trials" / w / "best", out / "winner" / "best"
+    assert (final / "model.safetensors").read_bytes() == (trial / "model.safetensors").read_bytes()
+    assert [r["name"] for r in recs] == [r["name"] for r in recs if r["name"].startswith("t")]  # nothing retrained
     assert "not retrained" in rep["final"]["winner"]["note"] and rep["final"]["winner"]["test"]["n"] > 0
     assert "not retrained: a retrain would repeat it bit for bit" in (tmp_path / "r.md").read_text()
     assert not (out / "cache").exists()  # the shared decoded copy is removed afterwards

@@ -519,8 +519,15 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
         if not untuned_dir:
             final_jobs.append(make_job(base, "untuned", "final", {}, final_epochs, out / "untuned"))
         finals = runner.run_jobs(final_jobs) if final_jobs else {}
-        if reuse:
-            finals["winner"] = {**won, "kind": "final", "wall_s": 0.0, "trial_model": True}
+        if reuse:  # copied to out/winner like a retrained one (the trials' folders stay behind on the device)
+            src, dst = Path(won["model_dir"]), out / "winner"
+            shutil.rmtree(dst, ignore_errors=True)
+            shutil.copytree(src, dst / "best")
+            for f in ("history.json", "run_config.json", "metrics.json"):
+                if (src.parent / f).is_file():
+                    shutil.copy2(src.parent / f, dst / f)
+            finals["winner"] = {**won, "kind": "final", "wall_s": 0.0, "trial_model": True,
+                                "model_dir": str(dst / "best")}
     finally:
         runner.close()
     rep["timing"]["final_train_wall_s"] = time.perf_counter() - t_final
