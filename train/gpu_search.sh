@@ -7,9 +7,10 @@
 #
 # Budget (600 s call): data decoded once (~10 s), a concurrency benchmark (~40 s), successive halving 36 -> 12 -> 4
 # over rungs of 1, 2, 4 epochs with 8 trials at once (no new trial starts after DEADLINE s; an interrupted search
-# keeps every finished trial in $OUT/trials.jsonl and rerunning this script resumes it), then the winner retrained
-# from scratch for FINAL_EPOCHS beside the untuned MAG-KD student (same budget, base config below), both evaluated
-# once on test. The seed's own rungs 1,3,9 (final 9) need roughly twice the time: RUNGS=1,3,9 FINAL_EPOCHS=9.
+# keeps every finished trial in $OUT/trials.jsonl and rerunning this script on the same machine resumes it), then
+# the winner on FINAL_EPOCHS (its own trial's model, copied to $OUT/winner, when FINAL_EPOCHS is the last rung, as
+# here: a retrain would repeat it bit for bit) beside the untuned MAG-KD student (same budget, base config below),
+# both evaluated once on test. The seed's own rungs 1,3,9 (final 9) need roughly twice the time: RUNGS=1,3,9 FINAL_EPOCHS=9.
 # "Untuned" is the base config below (lr 5e-4, batch 32, alpha/beta/gamma 0.4/0.3/0.3, class weights [1, 4]: the
 # defaults of the CPU runs), retrained here at the winner's budget, so winner and untuned differ only in the tuned
 # values. It is not gpu_full.sh's 40-epoch student (lr 1e-3, batch 128): compare the winner with that one on
