@@ -112,6 +112,8 @@ def test_search_end_to_end(tmp_path, tiny_data, tiny_manifest, teacher_dir):
     # Every finished job was journaled as it finished; the same command resumes without retraining anything.
     journal = (out / "trials.jsonl").read_text().splitlines()
     assert len(journal) == 4 + 2 + 2
+    names = [json.loads(line)["name"] for line in journal]
+    assert names.index("untuned") < 5 and names.count("untuned") == 1  # trained beside the first rung, once
     S.main(argv)
     assert (out / "trials.jsonl").read_text().splitlines() == journal
     again = json.loads((report.with_suffix(".json")).read_text())
@@ -133,18 +135,24 @@ def test_different_search_in_same_out_is_refused(tmp_path, tiny_data, tiny_manif
 
 
 def test_concurrent_trials_in_worker_processes(tmp_path, tiny_data, tiny_manifest, teacher_dir):
-    """--concurrency 2: trials run in two spawned worker processes that load the once-decoded data."""
+    """--concurrency 2: trials run in two spawned worker processes that load the once-decoded data; the concurrency
+    benchmark's pool, warm, is the search's."""
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"name": "pair", "grid": {"lr": [1e-3, 3e-4]}}))
     out = tmp_path / "search"
     rep = S.main(["--teacher", str(teacher_dir), "--space", str(space), "--rungs", "1", "--eta", "2",
                   "--concurrency", "2", "--out", str(out), "--report", str(tmp_path / "r"), "--n_boot", "0",
+                  "--bench-concurrency", "1,2", "--bench-steps", "1",
                   "--backbone", "test_efficientnet", "--img_size", str(SIZE), "--pretrained", "false",
                   "--batch_size", "8", "--mixed_precision", "no", "--num_workers", "1",
                   "--data_dir", str(tiny_data), "--manifest", str(tiny_manifest), "--untuned", str(teacher_dir)])
     recs = [json.loads(line) for line in (out / "trials.jsonl").read_text().splitlines()]
     assert [r["status"] for r in recs] == ["ok"] * 2  # the two trials: no retrain (below), no untuned run (given)
     assert all(r["pid"] != os.getpid() for r in recs)  # trained in the workers
+    bench = rep["concurrency_benchmark"]
+    assert [r["concurrency"] for r in bench["levels"]] == [1, 2] and bench["pool_kept_for_search"]
+    assert {r["pid"] for r in recs} <= set(bench["worker_pids"])  # the benchmark's workers, not a new cold pool
+    assert "worker processes, warm, then ran the search" in (tmp_path / "r.md").read_text()
     # the winner reached the full budget (final epochs = the last rung) at the top rung, on that budget's schedule:
     # its trial's model is the final one, as a retrain would repeat it bit for bit
     w = rep["winner"]["id"]
@@ -153,7 +161,7 @@ def test_concurrent_trials_in_worker_processes(tmp_path, tiny_data, tiny_manifes
     assert (final / "model.safetensors").read_bytes() == (trial / "model.safetensors").read_bytes()
     assert [r["name"] for r in recs] == [r["name"] for r in recs if r["name"].startswith("t")]  # nothing retrained
     assert "not retrained" in rep["final"]["winner"]["note"] and rep["final"]["winner"]["test"]["n"] > 0
-    assert "not retrained: a retrain would repeat it bit for bit" in (tmp_path / "r.md").read_text()
+    assert "not retrained: a retrain would be the same run again" in (tmp_path / "r.md").read_text()
     assert not (out / "cache").exists()  # the shared decoded copy is removed afterwards
     assert rep["final"]["untuned"]["model_dir"] == str(teacher_dir)  # --untuned: an existing model, not retrained
     assert {t["status"] for t in rep["trials"]} == {"winner", "finalist"}
@@ -218,3 +226,82 @@ def test_a_dying_worker_fails_its_own_job_not_the_search(tmp_path, monkeypatch):
         runner.close()
     assert recs["t0"]["status"] == "failed" and "worker process died" in recs["t0"]["error"]
     assert all(recs[f"t{i}"]["status"] == "ok" for i in range(1, len(lrs))), recs
+
+
+def test_a_rung_cut_by_the_deadline_is_not_ranked(tmp_path, monkeypatch):
+    """The deadline lets only the first-scheduled trials (the smallest batches) run a rung: the winner is still chosen
+    at the last rung every surviving trial finished, not among the ones that happened to run."""
+    import numpy as np
+
+    from dermo.config import RunConfig
+
+    calls: list[list[str]] = []
+
+    class CutRunner:  # the Runner's interface; rung 2 (the second call) is cut after the two costliest jobs
+        def __init__(self, data, concurrency, journal, cache_dir, on_record=None):
+            self.on_record, self.concurrency = on_record, concurrency
+
+        def run_jobs(self, jobs, deadline=None):
+            todo = sorted(jobs, key=lambda j: -j["cost"])
+            calls.append([j["name"] for j in todo])
+            if len(calls) == 2:
+                todo = todo[:2]
+            out = {}
+            for j in todo:
+                bs, lr = j["cfg"]["train"]["batch_size"], j["cfg"]["train"]["lr"]
+                # rung 1: (16, 1e-3) leads, (4, 1e-3) and (8, 1e-3) are promoted with it; rung 2: those two,
+                # scheduled first, score above the leader's rung-1 score
+                score = 0.5 if lr != 1e-3 else {4: 0.65, 8: 0.64, 16: 0.70, 32: 0.5}[bs] + 0.2 * (len(calls) == 2)
+                rec = {"name": j["name"], "kind": j["kind"], "rung": j.get("rung"), "status": "ok", "wall_s": 1.0,
+                       "epochs": j["cfg"]["train"]["epochs"], "span": j["span"], "overrides": j["overrides"],
+                       "model_dir": str(tmp_path / "m" / j["name"]), "validation": {"score": score, "auroc": score}}
+                out[j["name"]] = rec
+                if self.on_record:
+                    self.on_record(rec)
+            return out
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(S, "Runner", CutRunner)
+    monkeypatch.setattr(S, "evaluate_model", lambda d, data, n_boot=0, tta=False: {"validation": {"score": 0.5}})
+    import dermo.training as T
+
+    monkeypatch.setattr(T, "write_teacher_cache", lambda cfg: None)
+    base = RunConfig().override(teacher=str(tmp_path / "teacher"), batch_size=32)
+    space = {"name": "cut", "grid": {"batch_size": [4, 8, 16], "lr": [1e-3, 1e-4]}}
+    x = torch.zeros(2, 8, 8, 3, dtype=torch.uint8)
+    data = {"train": (x, np.array([0, 1])), "validation": (x, np.array([0, 1])), "train_ids": ["a", "b"]}
+    rep = S.search(base, space, [1, 2], 2, tmp_path / "s", final_epochs=2, data=data, report=tmp_path / "r")
+    assert "untuned" in calls[0]  # the untuned student trains beside the first rung
+    by_bs = {t["id"]: t["overrides"]["batch_size"] for t in rep["trials"]}
+    assert by_bs[rep["winner"]["id"]] == 16  # rung 1's leader, though it never ran the cut rung 2
+    assert next(t for t in rep["trials"] if t["id"] == rep["winner"]["id"])["epochs_reached"] == 1
+    assert rep["winner"]["chosen_at_epochs"] == 1 and rep["cut_rung"] == {"rung": 1, "epochs": 2, "ran": 2, "of": 3}
+    ran_cut = [t for t in rep["trials"] if t["epochs_reached"] == 2]
+    assert len(ran_cut) == 2 and all(t["status"].startswith("finalist (ran 2 epochs before the deadline")
+                                     for t in ran_cut)
+    assert "winner" in calls[-1]  # not at the full budget: retrained for it
+    assert "The deadline cut rung 1 (2 epochs): 2 of 3 trials ran it" in (tmp_path / "r.md").read_text()
+
+
+def test_a_broken_cuda_context_ends_its_worker_an_oom_does_not(tmp_path, monkeypatch):
+    """After an illegal address or a device-side assert the worker's CUDA context is unusable: the worker exits (the
+    Runner requeues its job in a new pool) instead of failing every later job; out of memory is only that job's."""
+    import dermo.training as T
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert S.sticky_cuda_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not S.sticky_cuda_error(torch.cuda.OutOfMemoryError("CUDA out of memory"))
+    assert not S.sticky_cuda_error(ValueError("bad config"))
+    exits = []
+    monkeypatch.setattr(S.os, "_exit", lambda code: exits.append(code))
+    job = S.make_job(S.RunConfig(), "t0", "trial", {"lr": 1e-3}, 1, tmp_path / "t0")
+    for err, in_worker, expected in ((RuntimeError("CUDA error: device-side assert triggered"), True, [70]),
+                                     (torch.cuda.OutOfMemoryError("CUDA out of memory"), True, []),
+                                     (RuntimeError("CUDA error: device-side assert triggered"), False, [])):
+        exits.clear()
+        monkeypatch.setattr(T, "run", lambda cfg, data=None, err=err: (_ for _ in ()).throw(err))
+        monkeypatch.setattr(S, "_WORKER_DATA", {} if in_worker else None)
+        rec = S.execute(job, {})
+        assert rec["status"] == "failed" and exits == expected, (err, in_worker)

@@ -5,11 +5,13 @@
 #
 #   TEACHER=runs/gpu/teacher/best bash train/gpu_search.sh
 #
-# Budget (600 s call): data decoded once (~10 s), a concurrency benchmark (~40 s), successive halving 36 -> 12 -> 4
-# over rungs of 1, 2, 4 epochs with 8 trials at once (no new trial starts after DEADLINE s; an interrupted search
-# keeps every finished trial in $OUT/trials.jsonl and rerunning this script on the same machine resumes it), then
-# the winner on FINAL_EPOCHS (its own trial's model, copied to $OUT/winner, when FINAL_EPOCHS is the last rung, as
-# here: a retrain would repeat it bit for bit) beside the untuned MAG-KD student (same budget, base config below),
+# Budget (600 s call; estimates, never measured on a GPU): data decoded once, a concurrency benchmark whose warm
+# workers then run the search, successive halving 36 -> 12 -> 4 over rungs of 1, 2, 4 epochs with 8 trials at once
+# (no new trial starts after DEADLINE s; a rung the deadline cuts is reported, not ranked: the winner is chosen at
+# the last rung every surviving trial finished; an interrupted search keeps every finished trial in
+# $OUT/trials.jsonl and rerunning this script on the same machine resumes it), the untuned MAG-KD student (same
+# budget, base config below) trained beside the first rung, then the winner on FINAL_EPOCHS (its own trial's model,
+# copied to $OUT/winner, when it reached FINAL_EPOCHS at the last rung: a retrain would be the same run again),
 # both evaluated once on test. The seed's own rungs 1,3,9 (final 9) need roughly twice the time: RUNGS=1,3,9 FINAL_EPOCHS=9.
 # "Untuned" is the base config below (lr 5e-4, batch 32, alpha/beta/gamma 0.4/0.3/0.3, class weights [1, 4]: the
 # defaults of the CPU runs), retrained here at the winner's budget, so winner and untuned differ only in the tuned

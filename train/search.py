@@ -175,6 +175,10 @@ def execute(job: dict[str, Any], data: dict[str, tuple]) -> dict[str, Any]:
         result = run(cfg, data=data)
     except Exception as e:  # noqa: BLE001 - recorded in the report, the search goes on
         logger.exception("job %s failed", job["name"])
+        if _WORKER_DATA is not None and sticky_cuda_error(e):
+            # the CUDA context of this process is unusable now: every later job here would fail too. Ending the
+            # worker makes the Runner rebuild the pool and requeue the job (failed after MAX_DEATHS breakdowns).
+            os._exit(70)
         rec.update(status="failed", error=f"{type(e).__name__}: {e}", wall_s=time.perf_counter() - t0)
         return rec
     val = result.get("validation", {})
@@ -191,6 +195,14 @@ def execute(job: dict[str, Any], data: dict[str, tuple]) -> dict[str, Any]:
 
 
 _WORKER_DATA: dict[str, tuple] | None = None
+
+
+def sticky_cuda_error(e: BaseException) -> bool:
+    """A CUDA error that leaves the process's context broken (an illegal address, a device-side assert), unlike an
+    out-of-memory error, after which the next job can still run."""
+    if isinstance(e, torch.cuda.OutOfMemoryError) or not torch.cuda.is_available():
+        return False
+    return type(e).__name__ == "AcceleratorError" or "CUDA error" in str(e)
 
 
 def _init_worker(cache_dir: str, threads: int) -> None:
@@ -221,14 +233,8 @@ class Runner:
 
     def __init__(self, data: dict[str, tuple], concurrency: int, journal: Path, cache_dir: Path,
                  on_record: Callable[[dict], None] | None = None):
-        self.concurrency, self.journal, self.on_record = concurrency, journal, on_record
-        self.done: dict[tuple[str, int], dict] = {}
-        if journal.is_file():
-            for line in journal.read_text().splitlines():
-                if line.strip():
-                    r = json.loads(line)
-                    if r.get("status") == "ok":
-                        self.done[(r["name"], r["epochs"])] = r
+        self.concurrency = concurrency
+        self.adopt(journal, on_record)
         self.pool = None
         if concurrency > 1:
             cache_dir.mkdir(parents=True, exist_ok=True)
@@ -248,6 +254,17 @@ class Runner:
         else:
             self.data = _on_device(data)
         self.cache_dir = cache_dir
+
+    def adopt(self, journal: Path, on_record: Callable[[dict], None] | None = None) -> None:
+        """Journal to ``journal`` from now on (reusing the records already in it); the pool, warm, is kept."""
+        self.journal, self.on_record = journal, on_record
+        self.done: dict[tuple[str, int], dict] = {}
+        if journal.is_file():
+            for line in journal.read_text().splitlines():
+                if line.strip():
+                    r = json.loads(line)
+                    if r.get("status") == "ok":
+                        self.done[(r["name"], r["epochs"])] = r
 
     def _record(self, rec: dict) -> dict:
         with self.journal.open("a") as f:
@@ -399,10 +416,13 @@ def evaluate_model(model_dir: str | Path, data: dict[str, tuple], n_boot: int = 
 def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Path, concurrency: int = 1,
            final_epochs: int | None = None, untuned_dir: str | None = None, report: Path | None = None,
            label: str = "", deadline_s: float = 0.0, n_boot: int = 1000, command: str = "",
-           data: dict[str, tuple] | None = None, decode_s: float = 0.0) -> dict[str, Any]:
+           data: dict[str, tuple] | None = None, decode_s: float = 0.0,
+           runner: "Runner | None" = None) -> dict[str, Any]:
     """Successive halving over ``space`` on ``base``, then the final retrain and the test evaluation.
 
-    Returns the report dict (also written to ``report``.json/.md when given, after every finished job).
+    Returns the report dict (also written to ``report``.json/.md when given, after every finished job). ``runner``:
+    a pool of ``concurrency`` workers already warm on ``data`` (the concurrency benchmark's), which the search then
+    owns and closes; without it the search starts its own.
     """
     t_start = time.perf_counter()
     rungs = [int(r) for r in rungs]
@@ -469,55 +489,75 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
         if report is not None:
             write_report(rep, report)
 
-    runner = Runner(data, concurrency, out / "trials.jsonl", out / "cache", on_record)
+    if runner is not None and runner.concurrency == concurrency:
+        runner.adopt(out / "trials.jsonl", on_record)
+    else:
+        if runner is not None:
+            runner.close()
+        runner = Runner(data, concurrency, out / "trials.jsonl", out / "cache", on_record)
     deadline = t_start + deadline_s if deadline_s else None
     try:
         alive = list(names)
         t_search = time.perf_counter()
         top_rung = -1
+        ranking: list[str] = []
         last_ok: dict[str, dict] = {}  # each trial's record at the last rung it finished
+        # The untuned student depends on no trial: it trains beside the first rung (the final step then finds it
+        # in the journal), so that it is not left for the end of the call.
+        untuned_job = None if untuned_dir else make_job(base, "untuned", "final", {}, final_epochs, out / "untuned")
         for k, epochs in enumerate(rungs):
             # promoted trials continue from their checkpoint at the previous rung
             # one schedule, the top rung's, for every trial at every rung: a promoted trial's learning rate goes on
             # down the curve it was on (a schedule per rung would decay to 0, then jump back up on promotion)
             jobs = [make_job(base, n, "trial", configs[names.index(n)], epochs, out / "trials" / n, rung=k,
                              start_epochs=rungs[k - 1] if k else 0, schedule_epochs=rungs[-1]) for n in alive]
-            recs = runner.run_jobs(jobs, deadline)
+            recs = runner.run_jobs(jobs + ([untuned_job] if k == 0 and untuned_job else []), deadline)
             for n, r in recs.items():
-                if r.get("reused"):
+                if r.get("reused") and n in by_name:
                     on_record(r)
             ran = [n for n in alive if n in recs and recs[n].get("status") == "ok"]
             last_ok.update({n: recs[n] for n in ran})
+            missing = [n for n in alive if n not in recs]
+            for n in missing:
+                by_name[n]["note"] = f"not run at rung {k} ({epochs} epochs): deadline reached"
+            if missing and k > 0:
+                # The deadline cut this rung: trials are compared at the last rung they all finished (ranking it
+                # among the trials that happened to run first would favour the ones scheduled first, the small
+                # batch sizes); the results of this one are reported, and a winner that ran it keeps that model.
+                rep["cut_rung"] = {"rung": k, "epochs": epochs, "ran": len(ran), "of": len(alive)}
+                break
             if not ran:
                 break
             top_rung = k
             ranking = sorted(ran, key=lambda n: _rank_key(recs[n], n))
-            for n in alive:
-                if n not in recs:
-                    by_name[n]["note"] = f"not run at rung {k} ({epochs} epochs): deadline reached"
-            alive = ranking[:max(1, len(alive) // eta)]  # after the deadline no later rung starts anyway
+            if missing:  # the first rung itself was cut: only the trials that ran it can be ranked
+                rep["cut_rung"] = {"rung": k, "epochs": epochs, "ran": len(ran), "of": len(alive)}
+                break
+            alive = ranking[:max(1, len(alive) // eta)]
         rep["timing"]["search_wall_s"] = time.perf_counter() - t_search
         if top_rung < 0:
             raise RuntimeError("no trial finished; see the errors in the report / trials.jsonl")
         winner = ranking[0]
-        _mark_status(rep, rungs, top_rung, winner)
-        rep["winner"] = {"id": winner, "overrides": by_name[winner]["overrides"],
-                         "epochs": rungs[top_rung], "validation": by_name[winner]["rungs"][-1]["validation"]}
+        _mark_status(rep, rungs, top_rung, winner, set(ranking))
+        won = last_ok[winner]
+        rep["winner"] = {"id": winner, "overrides": by_name[winner]["overrides"], "chosen_at_epochs": rungs[top_rung],
+                         "epochs": won["epochs"], "validation": by_name[winner]["rungs"][-1]["validation"]}
         if report is not None:
             write_report(rep, report)
 
         # Final: the winner on the full budget, beside the untuned student, same budget. A winner that reached the
         # full budget at the top rung is that run already (same seed, same cosine schedule, and a promotion resumes
-        # exactly): retraining it would repeat it bit for bit, so its trial's model is used.
+        # exactly): retraining it would be the same run again (bit for bit on CPU; on a GPU up to its
+        # nondeterministic kernels), so its trial's model is used.
         t_final = time.perf_counter()
         final_jobs = []
-        won = last_ok[winner]
-        reuse = rungs[top_rung] == final_epochs == rungs[-1] and Path(won.get("model_dir") or "").is_dir()
+        reuse = won["epochs"] == final_epochs == rungs[-1] and bool(won.get("model_dir")) \
+            and Path(won["model_dir"]).is_dir()
         if not reuse:
             final_jobs.append(make_job(base, "winner", "final", by_name[winner]["overrides"], final_epochs,
                                        out / "winner"))
-        if not untuned_dir:
-            final_jobs.append(make_job(base, "untuned", "final", {}, final_epochs, out / "untuned"))
+        if untuned_job:  # trained beside the first rung: reused from the journal (run now if the deadline stopped it)
+            final_jobs.append(untuned_job)
         finals = runner.run_jobs(final_jobs) if final_jobs else {}
         if reuse:  # copied to out/winner like a retrained one (the trials' folders stay behind on the device)
             src, dst = Path(won["model_dir"]), out / "winner"
@@ -540,7 +580,7 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
                                  "train_wall_s": rec.get("wall_s"), "status": rec.get("status", "given")}
         if rec.get("trial_model"):
             entry["note"] = (f"the winning trial's own model ({winner}, {rec.get('epochs')} epochs on the full "
-                             "budget's schedule), not retrained: a retrain would repeat it bit for bit")
+                             "budget's schedule), not retrained: a retrain would be the same run again: same seed, data order and schedule")
         if key == "untuned":
             entry["alpha_beta_gamma"] = [base.distill.alpha, base.distill.beta, base.distill.gamma]
             entry["lr"], entry["batch_size"] = base.train.lr, base.train.batch_size
@@ -585,18 +625,22 @@ def _rung_row(rec: dict) -> dict:
     return row
 
 
-def _mark_status(rep: dict, rungs: list[int], top_rung: int, winner: str) -> None:
+def _mark_status(rep: dict, rungs: list[int], top_rung: int, winner: str, finalists: set[str]) -> None:
+    """``finalists``: the trials ranked at the top rung, the last one every surviving trial finished."""
     for t in rep["trials"]:
         ok = [r for r in t["rungs"] if r["status"] == "ok"]
         t["epochs_reached"] = max((r["epochs"] for r in ok), default=0)
+        beyond = t["epochs_reached"] > rungs[top_rung]  # ran the rung the deadline cut
         if t["id"] == winner:
             t["status"] = "winner"
         elif any(r["status"] == "failed" for r in t["rungs"]):
             t["status"] = "failed"
         elif not ok:
             t["status"] = "not run"
-        elif t["epochs_reached"] == rungs[top_rung]:
-            t["status"] = "finalist"
+        elif t["id"] in finalists:
+            t["status"] = "finalist" + (f" (ran {t['epochs_reached']} epochs before the deadline; ranked at "
+                                        f"{rungs[top_rung]})" if beyond else
+                                        " (promoted, not run further: deadline)" if t.get("note") else "")
         elif t.get("note"):  # promoted, but the deadline came before its next rung ran
             t["status"] = f"promoted, not run after {t['epochs_reached']} epoch(s) (deadline)"
         else:
@@ -712,6 +756,14 @@ def render_markdown(rep: dict) -> str:
                  f"{_fmt(w['validation'].get('score'))}, AUROC {_fmt(w['validation'].get('auroc'))} after "
                  f"{w['epochs']} epochs.")
         L.append("")
+        cut = rep.get("cut_rung")
+        if cut:
+            L.append(f"The deadline cut rung {cut['rung']} ({cut['epochs']} epochs): {cut['ran']} of {cut['of']} "
+                     f"trials ran it. " + (f"Trials were ranked at the last rung all of them finished "
+                                           f"({w.get('chosen_at_epochs')} epochs); the results of the cut rung are "
+                                           "listed, not ranked." if cut["rung"] > 0 else
+                                           "Only the trials that ran it could be ranked."))
+            L.append("")
     if rep.get("final"):
         f = rep["final"]
         how = (f"{rep['final_epochs']} epochs: {f['winner']['note']}" if f.get("winner", {}).get("note")
@@ -761,13 +813,26 @@ def render_markdown(rep: dict) -> str:
         L.append("")
         L.append("## Concurrency benchmark")
         L.append("")
-        L.append("| concurrent trials | wall s | aggregate train img/s | speed-up vs 1 |")
-        L.append("|---|---|---|---|")
-        rows = rep["concurrency_benchmark"]["levels"]
+        L.append("| concurrent trials | wall s | sum of the trials' train img/s | speed-up vs 1 | "
+                 "train images / wall s | speed-up vs 1 |")
+        L.append("|---|---|---|---|---|---|")
+        cb = rep["concurrency_benchmark"]
+        rows = cb["levels"]
         base = rows[0]["img_per_s"] if rows else None
+        base_w = rows[0].get("img_per_s_wall") if rows else None
         for r in rows:
+            w = r.get("img_per_s_wall")
             L.append(f"| {r['concurrency']} | {_fmt(r['wall_s'], 1)} | {_fmt(r['img_per_s'], 0)} | "
-                     f"{_fmt(r['img_per_s'] / base if base else None, 2)} |")
+                     f"{_fmt(r['img_per_s'] / base if base else None, 2)} | {_fmt(w, 0)} | "
+                     f"{_fmt(w / base_w if w and base_w else None, 2)} |")
+        L.append("")
+        L.append("The sum of the trials' own training img/s assumes their training loops overlapped (an upper bound "
+                 "when they start at different times); images over the wall time of the whole level counts each "
+                 "trial's setup, evaluation and saving too (a lower bound). The search's gain lies between.")
+        L.append("")
+        L.append(f"{cb['steps']} training steps per trial, after a warm-up batch; "
+                 + ("the benchmark's worker processes, warm, then ran the search." if cb.get("pool_kept_for_search")
+                    else "the search started its own worker processes."))
     L.append("")
     L.append(REPORT_FOOTER)
     return "\n".join(L) + "\n"
@@ -775,16 +840,19 @@ def render_markdown(rep: dict) -> str:
 
 # --------------------------------------------------------------------------------------------------- concurrency
 def bench_concurrency(base: RunConfig, data: dict[str, tuple], levels: Sequence[int], steps: int, out: Path,
-                      overrides: dict | None = None) -> dict[str, Any]:
+                      overrides: dict | None = None, keep: bool = False) -> tuple[dict[str, Any], Runner | None]:
     """Aggregate training throughput of 1, 2, ... identical short trials running at once in worker processes.
 
     Each level runs ``c`` copies of one trial (``max_steps=steps``) together; the aggregate img/s is the sum of the
     copies' training img/s (they overlap). One pool of max(levels) workers, warmed up first, serves every level.
+    With ``keep`` that pool is returned, warm, for the search to use (it is closed otherwise, and None returned).
     """
     overrides = dict(overrides or {})
     levels = sorted({int(c) for c in levels})
-    runner = Runner(data, max(levels), out / "bench.jsonl", out / "bench_cache")
-    rows = []
+    runner = Runner(data, max(levels), out / "bench.jsonl", out / "cache")
+    rows: list[dict] = []
+    pids: set[int] = set()  # the worker processes that ran benchmark trials
+    kept = False
     try:
         def batch(c: int, tag: str, n_steps: int) -> dict:
             jobs = []
@@ -795,7 +863,10 @@ def bench_concurrency(base: RunConfig, data: dict[str, tuple], levels: Sequence[
                 jobs.append(j)
             t0 = time.perf_counter()
             recs = runner.run_jobs(jobs)
-            return {"concurrency": c, "wall_s": time.perf_counter() - t0,
+            pids.update(r["pid"] for r in recs.values() if r.get("pid"))
+            wall = time.perf_counter() - t0
+            images = sum((r.get("train_img_per_s") or 0.0) * (r.get("train_seconds") or 0.0) for r in recs.values())
+            return {"concurrency": c, "wall_s": wall, "images": images, "img_per_s_wall": images / wall,
                     "img_per_s": float(sum(r.get("train_img_per_s", 0.0) for r in recs.values())),
                     "per_trial_img_per_s": [r.get("train_img_per_s") for r in recs.values()]}
 
@@ -803,10 +874,13 @@ def bench_concurrency(base: RunConfig, data: dict[str, tuple], levels: Sequence[
         for c in levels:
             rows.append(batch(c, f"c{c}_", steps))
             logger.info("concurrency %d: %.0f img/s", c, rows[-1]["img_per_s"])
+        kept = keep
     finally:
-        runner.close()
+        if not kept:
+            runner.close()
         (out / "bench.jsonl").unlink(missing_ok=True)
-    return {"steps": steps, "overrides": overrides, "levels": rows, "device": _device_name()}
+    return ({"steps": steps, "overrides": overrides, "levels": rows, "device": _device_name(),
+             "pool_kept_for_search": kept, "worker_pids": sorted(pids)}, runner if kept else None)
 
 
 # ------------------------------------------------------------------------------------------------------------- CLI
@@ -855,12 +929,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         write_teacher_cache(base)
         levels = [int(c) for c in args.bench_concurrency.split(",") if c.strip()]
         first = expand_space(space["grid"])[0]
-        bench = bench_concurrency(base, data, levels, args.bench_steps, out, first)
+        # the benchmark's pool, warm, serves the search when it has the search's size (no second cold start)
+        bench, pool = bench_concurrency(base, data, levels, args.bench_steps, out, first,
+                                        keep=max(levels) == args.concurrency > 1)
+    else:
+        pool = None
     deadline = args.deadline - (time.perf_counter() - t0) if args.deadline else 0.0
-    rep = search(base, space, rungs, args.eta, out, concurrency=args.concurrency,
-                 final_epochs=args.final_epochs or None, untuned_dir=args.untuned or None,
-                 report=Path(args.report), label=args.label, deadline_s=max(deadline, 1e-3) if args.deadline else 0.0,
-                 n_boot=args.n_boot, command=command, data=data, decode_s=decode_s)
+    try:
+        rep = search(base, space, rungs, args.eta, out, concurrency=args.concurrency,
+                     final_epochs=args.final_epochs or None, untuned_dir=args.untuned or None,
+                     report=Path(args.report), label=args.label,
+                     deadline_s=max(deadline, 1e-3) if args.deadline else 0.0,
+                     n_boot=args.n_boot, command=command, data=data, decode_s=decode_s, runner=pool)
+    except BaseException:
+        if pool is not None:  # refused before it adopted the pool (closing twice is harmless)
+            pool.close()
+        raise
     if bench is not None:
         rep["concurrency_benchmark"] = bench
         write_report(rep, Path(args.report))
