@@ -7,6 +7,7 @@ permutation) and ``save_state``/``load_state`` for resume. The best checkpoint i
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -210,14 +211,14 @@ def train_one_epoch(model, teachers, optimizer, scheduler, accelerator, images: 
         if tc.augment:
             x, theta = augment_batch(x, aug_gen, return_theta=True)
         xs = _normalize(_resize(x, mc.img_size), mc.mean, mc.std).contiguous(memory_format=torch.channels_last)
+        t_logits = t_att = None
+        if teacher_cache is not None:  # warped in fp32, outside the autocast (its grid lookup is a bmm: bf16 there
+            t_logits, t_att = teacher_cache[0][idx], teacher_cache[1][idx]  # moved the maps by ~1%)
+            if theta is not None:
+                t_att = warp_attention(t_att, theta)
         with accelerator.autocast():
             out = model(xs)
-            t_logits = t_att = None
-            if teacher_cache is not None:
-                t_logits, t_att = teacher_cache[0][idx], teacher_cache[1][idx]
-                if theta is not None:
-                    t_att = warp_attention(t_att, theta)
-            elif teachers:
+            if teacher_cache is None and teachers:
                 t_logits, t_att = teacher_outputs(teachers, x)
             terms = mag_kd_loss(out.logits, out.attention, y, t_logits, t_att, alpha=dc.alpha, beta=dc.beta,
                                 gamma=dc.gamma, temperature=dc.kd_temperature, focal_gamma=tc.focal_gamma,
@@ -252,14 +253,36 @@ def evaluate(model, accelerator, images: torch.Tensor, labels: np.ndarray, cfg: 
     # fp32, not under the training's bf16 autocast: the checkpoint and the search's trials are chosen on these
     # figures, and bf16 logits moved validation specificity by ~0.01 (and tied scores) against the fp32 evaluation
     # every report and the shipped model use
-    logits, _ = predict_logits(accelerator.unwrap_model(model), images[idx], cfg.model,
-                               batch_size=max(64, cfg.train.batch_size), tta=tta)
+    net = accelerator.unwrap_model(model)
+    with original_forward(net):
+        logits, _ = predict_logits(net, images[idx], cfg.model, batch_size=max(64, cfg.train.batch_size), tta=tta)
     logits = accelerator.gather(logits.to(accelerator.device)).float().cpu()
     order = accelerator.gather(order.to(accelerator.device)).cpu().numpy()
     p = torch.softmax(logits, 1)[:, 1].numpy()
     p_full = np.empty(len(images), np.float64)
     p_full[order[order >= 0]] = p[order >= 0]
     return validation_metrics(labels, p_full)
+
+
+@contextlib.contextmanager
+def original_forward(module: torch.nn.Module):
+    """Run ``module`` with its own ``forward`` for the duration: under mixed precision, ``accelerator.prepare``
+    replaces the instance's forward by an autocast wrapper (the original kept as ``_original_forward``), which
+    ``unwrap_model`` keeps, so without this an evaluation would still run in bf16. Training is not affected: it
+    enters ``accelerator.autocast()`` itself."""
+    original = module.__dict__.get("_original_forward")
+    if original is None:
+        yield module
+        return
+    wrapped = module.__dict__.get("forward")
+    module.forward = original
+    try:
+        yield module
+    finally:
+        if wrapped is None:
+            del module.forward
+        else:
+            module.forward = wrapped
 
 
 def eval_shard(n: int, rank: int, world: int) -> tuple[torch.Tensor, torch.Tensor]:

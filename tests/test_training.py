@@ -377,7 +377,12 @@ def test_validation_is_scored_in_fp32_under_bf16_training():
         with acc.autocast():
             bf16, _ = predict_logits(model, images, cfg.model, batch_size=64)
         assert (bf16.float() - fp32).abs().max() > 1e-4  # bf16 really differs here
+        model, _ = acc.prepare(model, torch.optim.AdamW(model.parameters()))  # as run() does: an autocast forward
+        wrapped = model.forward
+        after, _ = predict_logits(model, images, cfg.model, batch_size=64)
+        assert (after.float() - fp32).abs().max() > 1e-4  # the prepared model's own forward is bf16 now
         m = evaluate(model, acc, images, y, cfg)
         assert m == validation_metrics(y, torch.softmax(fp32, 1)[:, 1].numpy())
+        assert model.forward is wrapped  # and training goes on with it
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
