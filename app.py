@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dermo.imageio import ImageError, check_image_file, load_image  # noqa: E402
-from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, bands_text, format_banded  # noqa: E402
+from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, bands_text, format_banded, reported  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
 from dermo.report_card import BAND_COLORS, overlay_attention, render_report  # noqa: E402
@@ -173,7 +173,9 @@ def analyze(path: str | None) -> tuple[dict[str, Any], Image.Image | None, np.nd
         "model": MODEL_INFO, "heatmap": None, "disclaimer": DISCLAIMER,
     }
     if report.ok and pred is not None:
-        result.update(probability=round(pred.probability, 6), band=pred.band, band_text=BAND_TEXT[pred.band],
+        # the band of the reported (rounded) number: probability >= band_edges["high"] <=> band == "high"
+        p, band = reported(pred.probability, BAND_EDGES["low"], BAND_EDGES["high"])
+        result.update(probability=p, band=band, band_text=BAND_TEXT[band],
                       heatmap=np.round(np.asarray(pred.attention, np.float64), 6).tolist())
         return result, img, pred.attention
     return result, img, None
@@ -313,16 +315,23 @@ BAD_REQUEST = ("This request did not carry an uploaded image file. The API takes
                "handle_file (a plain path string is not uploaded).")
 
 
+URL_FAILED = ("The photo could not be fetched from the web address it was sent as (the address did not answer, or it "
+              "is not a public one). Download the photo and send the file itself: from Python, "
+              "client.predict(handle_file(\"photo.jpg\"), api_name=\"/predict\").")
+
+
 def explain_bad_requests(blocks: gr.Blocks) -> gr.Blocks:
     """Answer a request whose input Gradio itself refuses before any handler runs (a plain string where a file goes,
     a path the client never uploaded) with ``BAD_REQUEST``, instead of Gradio's bare "Error" (its message is shown
     only with ``show_error=True``, which would also show internal messages). Nothing of the request is logged
-    (Gradio had printed a traceback quoting it). An instance override of ``Blocks.process_api``, which Gradio's
-    queue calls for every event."""
+    (Gradio had printed a traceback quoting it). A photo sent as a web address that Gradio cannot fetch gets
+    ``URL_FAILED``. Instance overrides of ``Blocks.process_api``, which Gradio's queue calls for every event, and of
+    its ``preprocess_data``."""
     from gradio.exceptions import InvalidPathError
     from pydantic import ValidationError
 
     base = blocks.process_api
+    base_preprocess = blocks.preprocess_data
 
     async def process_api(*args, **kwargs):
         try:
@@ -331,7 +340,20 @@ def explain_bad_requests(blocks: gr.Blocks) -> gr.Blocks:
             logger.info("refused a request whose input was not an uploaded file (%s)", type(e).__name__)
             raise user_error(BAD_REQUEST) from None
 
+    async def preprocess_data(block_fn, inputs, *args, **kwargs):
+        try:
+            return await base_preprocess(block_fn, inputs, *args, **kwargs)
+        except (ValidationError, InvalidPathError):
+            raise
+        except Exception as e:  # Gradio fetches a file sent as a web address itself; that fetch failed
+            if not any(isinstance(x, dict) and str(x.get("path") or x.get("url") or "").lower().startswith(
+                    ("http://", "https://")) for x in inputs or []):
+                raise
+            logger.info("a photo sent as a web address could not be fetched (%s)", type(e).__name__)
+            raise user_error(URL_FAILED) from None
+
     blocks.process_api = process_api
+    blocks.preprocess_data = preprocess_data
     return blocks
 
 

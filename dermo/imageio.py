@@ -288,9 +288,17 @@ _ALPHA_MODES = {"RGBA", "RGBa", "LA", "La", "PA"}
 
 
 def _sixteen_to_u8(arr: np.ndarray) -> np.ndarray:
-    """Map 0..65535 -> 0..255 (round(v / 257)); values outside are clipped."""
-    a = np.clip(arr.astype(np.int64, copy=False), 0, 65535)
-    return ((a + 128) // 257).astype(np.uint8)
+    """Map 0..65535 -> 0..255 (round(v / 257)); values outside are clipped. In blocks of rows: the int64
+    intermediates of a whole 64-megapixel image would take over 1 GB (a 16-bit PNG that size can be a 0.5 MB file)."""
+    out = np.empty(arr.shape, np.uint8)
+    rows = max(1, (1 << 19) // max(1, arr[0].size)) if arr.ndim and len(arr) else 1
+    for i in range(0, len(arr) if arr.ndim else 0, rows):
+        a = arr[i:i + rows].astype(np.int64)  # one 4 MB block, worked on in place
+        np.clip(a, 0, 65535, out=a)
+        a += 128
+        a //= 257
+        out[i:i + rows] = a
+    return out
 
 
 def _float_to_u8(arr: np.ndarray) -> np.ndarray:
@@ -478,6 +486,12 @@ def _finish(im: Image.Image, max_side: int | None) -> Image.Image:
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if im is original:
         im = im.copy()  # never hand back the caller's object (or a lazily opened file)
+    try:  # EXIF that Pillow cannot parse is dropped, so that nothing downstream trips over it (getexif raises)
+        im.getexif()
+    except Exception as exc:  # noqa: BLE001 - SyntaxError, struct.error, ... from a damaged EXIF block
+        logger.warning("dropping unreadable EXIF: %r", exc)
+        im.info.pop("exif", None)
+        im = im.copy()  # a new image, whose getexif() reads no EXIF
     return im
 
 

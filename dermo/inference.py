@@ -88,6 +88,14 @@ def bands_text(low: str, high: str | None) -> str:
     return f"Low below {low}, High from {high}"
 
 
+def reported(p: float, low: float, high: float, digits: int = 6) -> tuple[float, str]:
+    """The probability as the API and the command line report it (``digits`` decimals) and the band of that very
+    number, so that a caller checking ``probability >= band_edges.high`` always agrees with ``band`` (banding the
+    unrounded value disagreed within 1e-6 of an edge)."""
+    p = round(float(p), digits)
+    return p, band_of(p, low, high)
+
+
 def band_of(p: float, low: float, high: float) -> str:
     """``dermo.metrics.assign_band`` (the evaluation's rule, NaN refused), imported when first needed."""
     from .metrics import assign_band
@@ -184,8 +192,12 @@ class Predictor:
         from .imageio import load_image
 
         def ready(im) -> bool:
-            return (isinstance(im, Image.Image) and im.mode == "RGB" and "transparency" not in im.info
-                    and im.getexif().get(0x0112, 1) == 1)
+            if not (isinstance(im, Image.Image) and im.mode == "RGB" and "transparency" not in im.info):
+                return False
+            try:
+                return im.getexif().get(0x0112, 1) == 1
+            except Exception:  # noqa: BLE001 - unreadable EXIF: load_image drops it and keeps the photo
+                return False
 
         arr = np.stack([resize(im if ready(im) else load_image(im), self.config.img_size) for im in images])
         return normalize(arr, self.config.mean, self.config.std)

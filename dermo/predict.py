@@ -54,19 +54,31 @@ def predict_files(predictor, files: Iterable[str | Path], batch_size: int = 32, 
     probability and band of photos that fail the quality gate.
     """
     from .imageio import load_image
+    from .inference import reported
     from .ood import check_ood
     from .quality import check_quality
+
+    c = predictor.config
 
     def flush(batch: list[tuple[str, Any, Any]]) -> Iterator[dict[str, Any]]:
         if not batch:
             return
-        preds = predictor.predict_batch([img for _, _, img in batch], batch_size=len(batch))
+        try:
+            preds = predictor.predict_batch([img for _, _, img in batch], batch_size=len(batch))
+        except Exception as e:  # noqa: BLE001 - one image the model cannot take must not cost the others
+            if len(batch) > 1:  # so: one by one, and the one that fails is that file's error line
+                for item in batch:
+                    yield from flush([item])
+            else:
+                logger.exception("predicting %s failed", batch[0][0])
+                yield {"file": batch[0][0], "error": f"could not be analysed ({type(e).__name__}: {e})"}
+            return
         for (name, q, _), pred in zip(batch, preds):
             if q.ok:  # the app runs the OOD check only on photos that passed the image checks: so do we
                 check_ood(ood, pred.embedding, q)
             keep = q.ok or not gate
-            yield {"file": name, "probability": round(pred.probability, 6) if keep else None,
-                   "band": pred.band if keep else None,
+            p, band = reported(pred.probability, c.band_low, c.band_high)
+            yield {"file": name, "probability": p if keep else None, "band": band if keep else None,
                    "quality": {"ok": q.ok, "reasons": list(q.reasons), "codes": list(q.codes)}}
 
     batch: list[tuple[str, Any, Any]] = []

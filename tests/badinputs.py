@@ -39,6 +39,7 @@ gray           gray.png            ok                 8-bit grey ramp
 palette        palette.png         ok                 P mode with a transparent index
 animated       animated.gif        ok                 2 frames red, green -> first (red)
 exif_rotated   exif_rotated.jpg    ok                 64x32 stored, EXIF orientation 6 -> 32x64
+bad_exif       bad_exif.jpg        ok                 EXIF block Pillow cannot parse: ignored
 huge           huge.jpg            file_too_large     valid JPEG + zero padding to 26 MiB
 good_heic      good.heic           ok                 HEIC (if pillow_heif can write it)
 missing        missing.jpg         not_found          not created
@@ -93,6 +94,8 @@ CASES: dict[str, Case] = {
     "animated": Case("animated.gif", "ok", "2 frames: red then green -> red", (64, 48), ((30, 20), (255, 0, 0))),
     "exif_rotated": Case("exif_rotated.jpg", "ok", "64x32 stored, orientation 6 -> 32x64, red on top",
                          (32, 64), ((16, 5), (255, 0, 0)), 16),
+    "bad_exif": Case("bad_exif.jpg", "ok", "a damaged EXIF block (not TIFF): ignored, the photo kept", (64, 48),
+                     ((32, 24), (180, 120, 100)), 16),
     "huge": Case("huge.jpg", "file_too_large", "valid JPEG padded with zeros to 26 MiB (sparse)"),
     "good_heic": Case("good.heic", "ok", "HEIC (only when pillow_heif can encode)", (64, 48),
                       ((32, 24), (30, 120, 200)), 16),
@@ -202,6 +205,10 @@ def make_bad_inputs(tmp_dir: str | Path) -> dict[str, Path]:
     exif = Image.Exif()
     exif[0x0112] = 6  # Orientation: rotate 90 CW to display
     rot.save(p["exif_rotated"], quality=95, exif=exif)
+
+    # an APP1 "Exif" segment whose TIFF header is damaged: Image.getexif() raises SyntaxError on it
+    Image.new("RGB", (64, 48), (180, 120, 100)).save(p["bad_exif"], quality=95,
+                                                     exif=b"Exif\x00\x00MM\x00\x07\x00\x00\x00\x08")
 
     with open(p["huge"], "wb") as f:
         f.write(_jpeg_bytes(Image.new("RGB", (64, 48), (180, 120, 100))))

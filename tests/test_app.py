@@ -2,6 +2,7 @@
 input of tests/badinputs.py, the server still answering after each, and the API listing showing only /predict."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import importlib.util
@@ -216,6 +217,12 @@ def test_a_request_without_an_uploaded_file_is_told_how_to_send_one(client, serv
     with pytest.raises(AppError) as e:
         client.predict(str(good), api_name="/predict")  # the common mistake: no handle_file
     assert "handle_file" in str(e.value) and "Traceback" not in str(e.value)
+    # a photo sent as a web address, which Gradio fetches itself: here one it may not fetch (a loopback address)
+    from gradio_client import handle_file
+
+    with pytest.raises(AppError) as e:
+        client.predict(handle_file("http://127.0.0.1:9/jane_doe_mole.jpg"), api_name="/predict")
+    assert "web address" in str(e.value) and "handle_file" in str(e.value), str(e.value)
     # a raw queue request naming a server path nobody uploaded, as a hand-written client might send
     config = json.loads(urllib.request.urlopen(server["url"] + "config", timeout=30).read())
     fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
@@ -282,6 +289,18 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
             assert e.value.message == app.SERVER_FAULT
             html, overlay, report = app.analyze_ui(photo)
             assert "Something went wrong" in html and "not because of the photo" in html and report["visible"] is False
+        # within 1e-6 of a band edge: the band is that of the reported (rounded) probability, in the API and the card
+        real = app.PREDICTOR.predict(app.open_upload(photo))
+        low, high = app.BAND_EDGES["low"], app.BAND_EDGES["high"]
+        for p in (low - 1e-7, low + 1e-7, high - 1e-7, high - 4e-7, high + 1e-7):
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(app.PREDICTOR, "predict", lambda img, p=p: dataclasses.replace(real, probability=p))
+                mp.setattr(app, "check_ood", lambda *a: None)
+                r = app.predict(photo)
+                rule = "high" if r["probability"] >= high else "low" if r["probability"] < low else "medium"
+                assert r["band"] == rule, (p, r["probability"])
+                html = app.analyze_ui(photo)[0]
+                assert f"{rule.capitalize()} risk" in html, p
         with pytest.MonkeyPatch.context() as mp:  # the result PNG fails half-way: nothing of it is left
             mp.setattr(app, "render_report", lambda name, *a: Path(name).write_bytes(b"half") and 1 / 0)
             before = set(Path(app._TMP).iterdir())

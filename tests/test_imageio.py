@@ -122,6 +122,31 @@ def test_png16_is_scaled_not_clipped(bad):
     assert (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all()
 
 
+def test_sixteen_bit_conversion_memory_is_bounded():
+    """A 16-bit PNG of 64 MP can be a 0.5 MB file: converting it must not take int64 copies of the whole image."""
+    import tracemalloc
+
+    arr = np.full((4000, 4000), 40000, np.uint16)  # 32 MB
+    tracemalloc.start()
+    try:
+        out = imageio._sixteen_to_u8(arr)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.uint8 and (out == round(40000 / 257)).all()
+    assert peak < 40e6, peak  # the 16 MB result and a few MB of blocks (whole-image int64 copies took 400 MB)
+
+
+def test_damaged_exif_is_dropped_not_fatal(bad):
+    """A photo whose EXIF Pillow cannot parse loads, and nothing downstream (the predictor checks EXIF orientation
+    again) trips over it: the result carries no EXIF."""
+    with Image.open(bad["bad_exif"]) as raw:
+        with pytest.raises(SyntaxError):
+            raw.copy().getexif()  # the file really is damaged there
+    im = load_image(bad["bad_exif"])
+    assert dict(im.getexif()) == {} and "exif" not in im.info
+
+
 def test_truncated_is_not_silently_grey(bad):
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
     with pytest.raises(ImageError) as ei:

@@ -139,3 +139,41 @@ def test_an_uncalibrated_or_tta_model_is_named_on_stderr(tiny_model, folder, tmp
     main([photo, "--model", str(calibrated)])
     err = capsys.readouterr().err
     assert "not calibrated" not in err and "test-time augmentation" in err and "--tta" in err
+
+
+def test_a_damaged_exif_block_is_not_an_error(tiny_model, folder, capsys):
+    """A photo with EXIF Pillow cannot parse is analysed like the same photo without it (it once ended the run)."""
+    from PIL import Image
+
+    d, names = folder
+    src = d / names[0]
+    Image.open(src).save(d / "bad_exif.jpg", quality=95, exif=b"Exif\x00\x00MM\x00\x07\x00\x00\x00\x08")
+    Image.open(src).save(d / "same_without.jpg", quality=95)
+    rc = main([str(d / "bad_exif.jpg"), str(d / "same_without.jpg"), str(src), "--model", str(tiny_model), "--json",
+               "--no-gate"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 0 and [("error" in r) for r in rows] == [False] * 3
+    assert rows[0]["probability"] == rows[1]["probability"] is not None
+
+
+def test_an_image_the_model_fails_on_costs_only_its_own_line(tiny_model, folder, monkeypatch, capsys):
+    """A fault in one image of a batch is that file's error line; the others of its batch are still analysed."""
+    from dermo.inference import Predictor
+
+    d, names = folder
+    real = Predictor.predict_batch
+
+    def flaky(self, images, batch_size=32):
+        if any(im.size == (17, 17) for im in images):
+            raise RuntimeError("model fault")
+        return real(self, images, batch_size)
+
+    from PIL import Image
+
+    Image.new("RGB", (17, 17), (120, 80, 60)).save(d / "odd.png")
+    monkeypatch.setattr(Predictor, "predict_batch", flaky)
+    rc = main([str(d / names[0]), str(d / "odd.png"), str(d / names[2]), "--model", str(tiny_model), "--json",
+               "--batch_size", "8", "--no-gate"])
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert rc == 1 and [r["file"].rsplit("/", 1)[-1] for r in rows] == [names[0], "odd.png", names[2]]
+    assert "model fault" in rows[1]["error"] and rows[0]["probability"] is not None and rows[2]["probability"] is not None
