@@ -563,7 +563,7 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                                            metric_type="roc_auc", metric_value=round(float(m["auroc"]), 4),
                                            metric_name="AUROC (external set)"))
     distilled = bool(((info.run_config or {}).get("distill") or {}).get("teacher"))
-    tags = [t for t in MODEL_TAGS if distilled or t != "knowledge-distillation"]
+    tags = [t for t in MODEL_TAGS if (distilled or t != "knowledge-distillation") and (info.onnx_files or t != "onnx")]
     data = ModelCardData(license=LICENSE_ID, library_name="dermohelper", tags=tags,
                          datasets=[dataset_id], metrics=list(HUB_METRICS), pipeline_tag="image-classification",
                          model_name=model_name, eval_results=eval_results or None)
@@ -692,9 +692,10 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
              "dermatoscope (magnified, polarised, even lighting). Phone photos look very different; accuracy on them "
              "is unknown unless an external-set result above says otherwise.\n"
              "- **Skin types barely represented.** HAM10000 comes from Austria and Australia and holds mostly light "
-             "skin (Fitzpatrick I-III); performance on darker skin is unmeasured and may be much worse.\n"
-             "- **Low-resolution copy.** The images used are a 200 x 150 px, JPEG-compressed (quality about 75) copy "
-             "of the 600 x 450 originals, so fine dermoscopic structure is partly lost.\n"
+             "skin; performance on darker skin is unmeasured and may be much worse.\n"
+             "- **Low-resolution copy.** The images used are a 200 x 150 px copy of HAM10000's 600 x 450 images, "
+             "JPEG-compressed again (IJG quality 75, read off the files' quantisation tables by `python -m "
+             "train.facts`), so fine dermoscopic structure is partly lost.\n"
              "- **Label conventions.** akiec (actinic keratosis, pre-malignant, and Bowen's disease) counts as "
              f"malignant; {facts['benign_not_histo']} of benign labels are not histology-confirmed (follow-up, "
              "consensus, confocal).\n"
@@ -705,8 +706,8 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
              "about at home.\n" + focus_line(reports, info))
     s.append("## How to use\n" + _usage(repo_id, info))
     s.append("## Citation\n```bibtex\n" + BIBTEX + "\n```")
-    s.append("## License\nWeights and ONNX files: CC BY-NC-SA 4.0, as derivatives of HAM10000 (see `LICENSE`). "
-             "Not for commercial use.")
+    s.append(f"## License\n{'Weights and ONNX files' if info.onnx_files else 'Weights'}: CC BY-NC-SA 4.0, as "
+             "derivatives of HAM10000 (see `LICENSE`). Not for commercial use.")
     body = "\n\n".join(s) + "\n"
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
@@ -738,7 +739,7 @@ label (1 = malignant: mel, bcc, akiec; 0 = benign: nv, bkl, df, vasc) and the le
 70 / 15 / 15 split used to train and evaluate DermoHelper (no lesion is in two splits). Images are embedded in the
 parquet files.
 
-**This is a 200 x 150 px, JPEG (quality about 75) copy of the 600 x 450 originals**, taken byte for byte from a
+**This is a 200 x 150 px copy of HAM10000's 600 x 450 images, JPEG at IJG quality 75**, taken byte for byte from a
 public GitHub snapshot; fine dermoscopic structure is partly lost. For the originals, see the Harvard Dataverse record.
 
 ## Splits

@@ -151,7 +151,7 @@ def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_
     assert json.loads((out / "onnx" / "config.json").read_text())["sha256"] == sums["model.onnx"]
     # card: front matter parsed by huggingface_hub
     meta = metadata_load(out / "README.md")
-    assert meta["license"] == "cc-by-nc-sa-4.0"
+    assert meta["license"] == "cc-by-nc-sa-4.0" and "onnx" in meta["tags"]
     assert meta["pipeline_tag"] == "image-classification"
     assert "model-index" in meta and meta["datasets"] == ["dermotest/ham10000"]
     card = ModelCard.load(out / "README.md")
@@ -175,6 +175,7 @@ def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_
     # reports that do not exist are said to be missing, not invented
     assert "**Inference benchmark** (`reports/inference.json`): not measured yet" in text
     assert "**Training report** (`reports/training.json`): not measured yet" in text
+    assert "## License\nWeights and ONNX files: CC BY-NC-SA 4.0" in text
     assert "CC BY-NC-SA 4.0" in (out / "LICENSE").read_text()
     with pytest.raises(FileExistsError):
         hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, dry_run_dir=out)
@@ -194,7 +195,9 @@ def test_card_without_reports_says_not_measured(tiny_model, tmp_path):
     assert listing(out) == expected_files(with_onnx=False)
     meta = metadata_load(out / "README.md")
     assert meta["license"] == "cc-by-nc-sa-4.0" and "model-index" not in meta
+    assert "onnx" not in meta["tags"]  # no ONNX file in this repo, so no ONNX tag, nor ONNX in its License line
     text = ModelCard.load(out / "README.md").text
+    assert "## License\nWeights: CC BY-NC-SA 4.0" in text
     assert "Test-split results for this model: not measured yet" in text
     assert "External sets** (never used in training or calibration): not measured yet" in text
     # an uncalibrated folder's usage says its config is not the figures' calibration; no TTA in its run, so no TTA line
