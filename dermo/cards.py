@@ -163,7 +163,8 @@ def is_external(name: str, metrics: dict[str, Any]) -> bool:
 
 def match_evaluations(reports: Reports, sha256s: set[str], paths: set[str],
                       names: list[str] | None = None) -> dict[str, dict[str, Any]]:
-    """The evaluations of *this* model: ``names`` given explicitly, else matched by sha256 or model path."""
+    """The evaluations of *this* model: ``names`` given explicitly, else matched by sha256, or by model path for an
+    evaluation that records no sha256."""
     if names:
         missing = [n for n in names if n not in reports.evaluations]
         if missing:
@@ -177,7 +178,9 @@ def match_evaluations(reports: Reports, sha256s: set[str], paths: set[str],
         shas = {v for k in ("sha256", "model_sha256") for v in _find_values(m, k) if isinstance(v, str)}
         models = {str(Path(f[k]).resolve()) for k in ("model",) if isinstance(f.get(k), str)}
         models |= {str(Path(v).resolve().parent) for v in models if v.endswith(".onnx")}
-        if shas & sha256s or models & norm:
+        # by sha256; by path only when the evaluation records no sha256 (one that records another sha256 was made
+        # of other weights that once lay at the same path, and its figures are not this model's)
+        if shas & sha256s or (not shas and models & norm):
             out[name] = m
     return out
 

@@ -37,7 +37,8 @@ SAFETENSORS_NAME = "model.safetensors"
 RUN_CONFIG_NAME = "run_config.json"
 ONNX_SUBDIR = "onnx"
 SUMS_NAME = "SHA256SUMS"
-PULL_PATTERNS = [CONFIG_NAME, SAFETENSORS_NAME, RUN_CONFIG_NAME, f"{ONNX_SUBDIR}/*", "README.md", "LICENSE"]
+PUSHED_ROOT_FILES = {CONFIG_NAME, SAFETENSORS_NAME, RUN_CONFIG_NAME, SUMS_NAME, "README.md", "LICENSE"}
+PULL_PATTERNS = [CONFIG_NAME, SAFETENSORS_NAME, RUN_CONFIG_NAME, SUMS_NAME, f"{ONNX_SUBDIR}/*", "README.md", "LICENSE"]
 # owner/name or owner/name@revision, as the Hub spells ids (letters, digits, - _ .)
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
 
@@ -80,8 +81,13 @@ def verify_model_dir(model_dir: Path, source: str = "") -> None:
     if sums.is_file():
         for name, expected in read_sums(sums).items():
             f = model_dir / name
-            if f.is_file() and (checked.get(name) or sha256_file(f)) != expected:
-                raise ModelIntegrityError(f"{f}{where} does not match its sha256 in {SUMS_NAME}; {hint}")
+            if not f.is_file():  # e.g. a cache that holds only what another loader fetched
+                raise ModelIntegrityError(f"{f}{where} is listed in {SUMS_NAME} but missing: the copy is incomplete; "
+                                          + ("connect to the Hub once to complete it, or " if source else "")
+                                          + hint)
+            if (checked.get(name) or sha256_file(f)) != expected:
+                raise ModelIntegrityError(f"{f}{where} is corrupted or was replaced: its sha256 does not match the "
+                                          f"one in {SUMS_NAME}; {hint}")
 
 
 def pull_model(repo_id: str, revision: str | None = None, cache_dir: str | Path | None = None,
@@ -99,10 +105,19 @@ def pull_model(repo_id: str, revision: str | None = None, cache_dir: str | Path 
     if parsed is None:
         raise ValueError(f"{repo_id!r} is not a Hub model id; use owner/name or owner/name@revision")
     repo, rev = parsed
+    if revision and rev and revision != rev:
+        raise ValueError(f"{repo_id!r} pins revision {rev!r} but revision={revision!r} was given; give one")
     revision = revision or rev
     snap = Path(snapshot_download(repo, revision=revision, cache_dir=cache_dir, allow_patterns=PULL_PATTERNS,
                                   token=token))
     source = f"{repo}@{revision or 'main'}"
+    if not (snap / SUMS_NAME).is_file():
+        # every push writes it (the sha256 of each file of the repository): without it, this is a partial copy
+        # (e.g. a cache that only PyTorchModelHubMixin.from_pretrained filled) or not a DermoHelper push
+        raise ModelIntegrityError(f"{source}: the downloaded copy in {snap} has no {SUMS_NAME}, so it cannot be "
+                                  "checked and may be incomplete; connect to the Hub once (or delete the cached copy "
+                                  "and pull again), or push the model with `python -m dermo.hub push-model`")
+    verify_model_dir(snap, source)  # every file of the repository, the weights included, against its sha256
     onnx_dir = snap / ONNX_SUBDIR
     if (onnx_dir / ONNX_NAME).is_file():
         if not (onnx_dir / CONFIG_NAME).is_file():
@@ -112,7 +127,6 @@ def pull_model(repo_id: str, revision: str | None = None, cache_dir: str | Path 
         logger.info("pulled %s -> %s (onnx)", source, onnx_dir)
         return onnx_dir
     if (snap / CONFIG_NAME).is_file() and (snap / SAFETENSORS_NAME).is_file():
-        verify_model_dir(snap, source)
         logger.info("pulled %s -> %s (safetensors)", source, snap)
         return snap
     raise FileNotFoundError(f"{source} holds neither {ONNX_SUBDIR}/{ONNX_NAME} nor {CONFIG_NAME} + "
@@ -161,9 +175,12 @@ def _token(token: str | None) -> str:
     return token
 
 
-def _write_sums(folder: Path) -> None:
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name != SUMS_NAME)
-    (folder / SUMS_NAME).write_text("".join(f"{sha256_file(p)}  {p.name}\n" for p in files))
+def _write_sums(folder: Path, recursive: bool = False, skip: tuple[str, ...] = ()) -> None:
+    """``SHA256SUMS`` of the files in ``folder`` (``recursive``: in its subfolders too, as relative paths)."""
+    files = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir())
+                   if p.is_file() and p.name != SUMS_NAME and p.relative_to(folder).as_posix() not in skip)
+    (folder / SUMS_NAME).write_text("".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n"
+                                            for p in files))
 
 
 def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_id: str,
@@ -214,6 +231,11 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
                     raise ValueError(f"{key} differs between {model_dir}/{CONFIG_NAME} ({info.config.get(key)}) "
                                      f"and {onnx_dir}/{CONFIG_NAME} ({onnx_cfg.get(key)}): they are not the same "
                                      "model; export the ONNX file from this checkpoint")
+            source = onnx_cfg.get("source_sha256")
+            if source and source != info.safetensors_sha256:  # train.export records the weights it exported
+                raise ValueError(f"{onnx_dir}/{ONNX_NAME} was exported from other weights (sha256 {source[:12]}...) "
+                                 f"than {model_dir}/{SAFETENSORS_NAME} ({info.safetensors_sha256[:12]}...): one "
+                                 "repository would serve one model under another's card; export this checkpoint")
         dest = out / ONNX_SUBDIR
         dest.mkdir()
         for f in sorted(onnx_dir.glob("*.onnx")) + [onnx_dir / CONFIG_NAME]:
@@ -235,6 +257,7 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
                             evaluations=evaluations, manifest=manifest)
     (out / "README.md").write_text(str(card), encoding="utf-8")
     (out / "LICENSE").write_text(LICENSE_NOTE, encoding="utf-8")
+    _write_sums(out, recursive=True, skip=("README.md",))  # every file a pull checks; the card may be edited online
     logger.info("model folder for %s: %s", repo_id, sorted(str(p.relative_to(out)) for p in out.rglob("*")
                                                             if p.is_file()))
     return out
@@ -255,17 +278,25 @@ def push_model(model_dir: str | Path | None, repo_id: str, onnx_dir: str | Path 
     if dry_run_dir is not None:
         return build_model_folder(model_dir, dry_run_dir, repo_id, onnx_dir, reports_dir, dataset_id, evaluations,
                                   teacher_of=teacher_of)
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api = HfApi(token=_token(token))
     with tempfile.TemporaryDirectory(prefix="dermo_push_") as tmp:
         folder = build_model_folder(model_dir, Path(tmp) / "repo", repo_id, onnx_dir, reports_dir, dataset_id,
                                     evaluations, teacher_of=teacher_of)
-        ops = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
-               for p in sorted(folder.rglob("*")) if p.is_file()]
+        ops: list[Any] = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
+                          for p in sorted(folder.rglob("*")) if p.is_file()]
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
         if revision:
             api.create_branch(repo_id, branch=revision, repo_type="model", exist_ok=True)
+        # the push replaces the repository's files: an earlier push's onnx/ (which a pull would prefer) or variants
+        # must not outlive it; files it does not manage (.gitattributes, and so on) stay
+        new = {op.path_in_repo for op in ops}
+        stale = sorted(f for f in api.list_repo_files(repo_id, repo_type="model", revision=revision)
+                       if f not in new and (f in PUSHED_ROOT_FILES or f.startswith(f"{ONNX_SUBDIR}/")))
+        ops += [CommitOperationDelete(path_in_repo=f) for f in stale]
+        if stale:
+            logger.info("removing %d file(s) of the earlier push from %s: %s", len(stale), repo_id, stale)
         info = api.create_commit(repo_id, operations=ops, repo_type="model", revision=revision,
                                  commit_message=commit_message or f"DermoHelper model: {len(ops)} files")
     logger.info("pushed %d files to %s: %s", len(ops), repo_id, getattr(info, "commit_url", info))

@@ -28,6 +28,10 @@ def build_space(out: str | Path, model: str | Path | None = None) -> Path:
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"{model_dir} holds no model (config.json missing): export the student first "
                                 "(python -m train.export) or pass --model DIR")
+    sys.path.insert(0, str(ROOT))
+    from dermo.hub import verify_model_dir
+
+    verify_model_dir(model_dir)  # a Space must not start with a file that fails the app's own sha256 check
     # only a new or empty folder, or one this function built before (it has MARKER), is emptied
     if out.exists() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise ValueError(f"--out {out} is a folder with other files; it would overwrite them: give a new folder "
@@ -85,12 +89,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--token", default=None, help="Hugging Face token (default: $HF_TOKEN)")
     p.add_argument("--private", action="store_true")
     a = p.parse_args(argv)
+    sys.path.insert(0, str(ROOT))
+    from dermo.inference import ModelIntegrityError
+
     try:
         out = build_space(a.out, a.model)
         print(f"Space folder ready: {out}")
         if a.push:
             print(f"pushed: {push_space(out, a.push, a.token, a.private)}")
-    except (FileNotFoundError, ValueError, PermissionError, ConnectionError) as e:
+    except (FileNotFoundError, ValueError, PermissionError, ConnectionError, ModelIntegrityError) as e:
         raise SystemExit(f"error: {e}") from None
 
 

@@ -7,6 +7,7 @@ import importlib
 import json
 import importlib.util
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -360,6 +361,15 @@ def test_space_folder_is_complete_and_pinned(tmp_path):
         build.build_space(ROOT / "dermo", model)
     assert (ROOT / "dermo" / "__init__.py").is_file()
     assert build.build_space(out, model) == out  # a previous build is rebuilt in place
+    bad = tmp_path / "tampered"  # a bundle whose ONNX file fails its sha256 never becomes a Space
+    shutil.copytree(ROOT / "dermo" / "assets", bad)
+    with open(bad / "model.onnx", "r+b") as f:
+        f.seek(1000)
+        byte = f.read(1)
+        f.seek(1000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    with pytest.raises(SystemExit, match="corrupted or was replaced"):
+        build.main(["--out", str(tmp_path / "space_bad"), "--model", str(bad)])
 
 
 def test_space_serves_with_only_its_own_requirements(tmp_path):

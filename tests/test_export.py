@@ -188,3 +188,23 @@ def test_other_weights_need_their_own_version(bundle, tiny_model_dir, tiny_data,
     assert on_disk["version"] == read_metadata_config(out / "model.onnx")["version"] == "9.10.0"
     assert on_disk["source_version"] == "9.9.9" and conf["sha256"] == sha256_file(out / "model.onnx")
     assert Predictor(out).info["version"] == "9.10.0"
+
+
+def test_an_export_that_disagrees_with_pytorch_is_refused(tiny_model_dir, tiny_data, tiny_manifest, tmp_path,
+                                                          monkeypatch):
+    """The fp32 graph is what every variant is scored against: if it does not reproduce the PyTorch model (here the
+    reference outputs are shifted, as a wrong export would be), nothing is written."""
+    import dermo.export as E
+
+    real = E.run_torch
+
+    def shifted(model, x):
+        out = real(model, x)
+        return {**out, "logits": out["logits"] + 0.01}
+
+    monkeypatch.setattr(E, "run_torch", shifted)
+    out = tmp_path / "assets"
+    with pytest.raises(RuntimeError, match="disagrees with the PyTorch model"):
+        E.export_bundle(tiny_model_dir, out, variant="fp32", parity_images=4, val_images=4, data_dir=tiny_data,
+                        manifest=tiny_manifest, latency_runs=1)
+    assert not (out / "model.onnx").exists()

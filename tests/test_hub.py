@@ -80,7 +80,7 @@ def tiny_reports(tiny_onnx, tiny_data, tiny_manifest, tmp_path_factory) -> Path:
 
 
 def expected_files(with_onnx: bool = True) -> set[str]:
-    files = {"config.json", "model.safetensors", "run_config.json", "README.md", "LICENSE"}
+    files = {"config.json", "model.safetensors", "run_config.json", "README.md", "LICENSE", "SHA256SUMS"}
     if with_onnx:
         files |= {"onnx/model.onnx", "onnx/config.json", "onnx/SHA256SUMS"}
     return files
@@ -234,9 +234,11 @@ def test_push_refuses_mismatched_onnx(tiny_model, tiny_onnx, tmp_path):
 class Recorder:
     """Stands in for the Hub's HTTP API: records each call instead of sending it."""
 
-    def __init__(self):
+    def __init__(self, existing: list[str] | None = None):
         self.calls: list[tuple[str, tuple, dict]] = []
         self.uploaded: dict[str, bytes] = {}
+        self.deleted: list[str] = []
+        self.existing = list(existing or [])  # the files the repository holds before the push
 
     def install(self, monkeypatch, cls):
         def make(name):
@@ -245,8 +247,13 @@ class Recorder:
                 self.tokens.add(api_self.token)
                 if name == "create_commit":  # read the payload now: the staging folder is temporary
                     for op in kwargs["operations"]:
-                        self.uploaded[op.path_in_repo] = Path(op.path_or_fileobj).read_bytes()
+                        if hasattr(op, "path_or_fileobj"):
+                            self.uploaded[op.path_in_repo] = Path(op.path_or_fileobj).read_bytes()
+                        else:
+                            self.deleted.append(op.path_in_repo)
                     return {"commit_url": f"https://huggingface.co/{args[0]}/commit/{COMMIT}"}
+                if name == "list_repo_files":
+                    return list(self.existing)
                 if name == "upload_folder":
                     folder = Path(kwargs["folder_path"])
                     self.uploaded.update({p.name: p.read_bytes() for p in folder.iterdir()})
@@ -254,7 +261,7 @@ class Recorder:
             return method
 
         self.tokens: set = set()
-        for name in ("create_repo", "create_branch", "create_commit", "upload_folder"):
+        for name in ("create_repo", "create_branch", "create_commit", "upload_folder", "list_repo_files"):
             monkeypatch.setattr(cls, name, make(name))
 
     def names(self):
@@ -269,10 +276,10 @@ def test_push_model_one_commit(tiny_model, tiny_onnx, tiny_reports, tmp_path, mo
     monkeypatch.setenv("HF_TOKEN", "hf_test_token_from_env")
     info = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, private=True,
                           revision="v1")
-    assert rec.names() == ["create_repo", "create_branch", "create_commit"]
+    assert rec.names() == ["create_repo", "create_branch", "list_repo_files", "create_commit"]
     _, args, kw = rec.calls[0]
     assert args == (REPO,) and kw["private"] is True and kw["exist_ok"] is True
-    _, args, kw = rec.calls[2]
+    _, args, kw = rec.calls[3]
     assert kw["revision"] == "v1"
     assert all(isinstance(op, CommitOperationAdd) for op in kw["operations"])
     assert rec.tokens == {"hf_test_token_from_env"}
@@ -281,6 +288,33 @@ def test_push_model_one_commit(tiny_model, tiny_onnx, tiny_reports, tmp_path, mo
     dry = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, dry_run_dir=tmp_path / "d")
     assert set(rec.uploaded) == listing(dry) == expected_files()
     assert all(rec.uploaded[k] == (dry / k).read_bytes() for k in rec.uploaded)
+
+
+def test_a_push_removes_what_an_earlier_push_left(tiny_model, tiny_onnx, tmp_path, monkeypatch):
+    """Weights pushed without --onnx to a repository that has onnx/ from before: that old onnx/ (which a pull would
+    prefer) goes in the same commit; files the push does not manage stay."""
+    from huggingface_hub import HfApi
+
+    rec = Recorder(existing=[".gitattributes", "notes.md", "README.md", "config.json", "onnx/model.onnx",
+                             "onnx/config.json", "onnx/SHA256SUMS", "onnx/ood.npz", "onnx/dynamic.onnx"])
+    rec.install(monkeypatch, HfApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_from_env")
+    hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none")
+    assert sorted(rec.deleted) == ["onnx/SHA256SUMS", "onnx/config.json", "onnx/dynamic.onnx", "onnx/model.onnx",
+                                   "onnx/ood.npz"]
+    assert set(rec.uploaded) == expected_files(with_onnx=False)
+
+
+def test_weights_and_onnx_of_different_models_are_not_pushed_together(tiny_model, tiny_onnx, tmp_path):
+    """train.export records the sha256 of the weights it exported: an ONNX folder from other weights is refused."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_onnx, other)
+    cfg = json.loads((other / "config.json").read_text())
+    cfg["source_sha256"] = "0" * 64
+    (other / "config.json").write_text(json.dumps(cfg))
+    (other / "SHA256SUMS").unlink(missing_ok=True)
+    with pytest.raises(ValueError, match="exported from other weights"):
+        hub.push_model(tiny_model, REPO, onnx_dir=other, dry_run_dir=tmp_path / "dry")
 
 
 def test_push_without_token_is_a_clear_error(tiny_model, monkeypatch):
@@ -350,6 +384,32 @@ def test_pull_safetensors_only_repo(tiny_model, tmp_path):
     path = hub.pull_model(REPO, cache_dir=tmp_path / "cache")
     assert (path / "model.safetensors").is_file()
     assert Predictor(path).backend == "torch"
+
+
+def test_a_partial_or_tampered_cache_is_refused_not_served(tiny_model, hub_cache, tmp_path):
+    """A cache that holds only part of the repository (what PyTorchModelHubMixin.from_pretrained fetches, or a
+    snapshot missing a listed file) is refused, not served as another backend; so are tampered weights."""
+    snap = hub_cache / ("models--" + REPO.replace("/", "--")) / "snapshots" / COMMIT
+    (snap / "onnx" / "model.onnx").unlink()  # the root SHA256SUMS lists it
+    with pytest.raises(ModelIntegrityError, match="listed in SHA256SUMS but missing.*incomplete"):
+        hub.pull_model(REPO, cache_dir=hub_cache)
+    partial = tmp_path / "partial"
+    partial.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_model / name, partial / name)
+    make_hub_cache(partial, tmp_path / "cache2")
+    with pytest.raises(ModelIntegrityError, match="no SHA256SUMS"):
+        hub.pull_model(REPO, cache_dir=tmp_path / "cache2")
+    dry = hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry3")
+    snap3 = make_hub_cache(dry, tmp_path / "cache3")
+    blob = (snap3 / "model.safetensors").resolve()
+    data = bytearray(blob.read_bytes())
+    data[-1] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    with pytest.raises(ModelIntegrityError, match="model.safetensors.*corrupted or was replaced"):
+        hub.pull_model(REPO, cache_dir=tmp_path / "cache3")
+    with pytest.raises(ValueError, match="pins revision"):
+        hub.pull_model(f"{REPO}@v1", revision="main", cache_dir=hub_cache)
 
 
 def test_corrupted_download_fails_sha256_check(hub_cache, monkeypatch):
@@ -589,3 +649,17 @@ def test_card_usage_of_a_calibrated_tta_model(tiny_model, tmp_path):
     out = hub.push_model(model, REPO, reports_dir=tmp_path / "no_reports", dry_run_dir=tmp_path / "dry")
     usage = ModelCard.load(out / "README.md").text.split("## How to use", 1)[1]
     assert "not calibrated" not in usage and "x.flip(-1) and x.flip(-2) (dermo.evaluate --tta)" in usage
+
+
+def test_an_evaluation_of_other_weights_at_the_same_path_is_not_this_models(tmp_path):
+    """Evaluations are matched by sha256; by path only when they record none: one that records another sha256 was
+    made of weights that lay at that path before, and its figures must not reach this model's card."""
+    from dermo.cards import Reports, match_evaluations
+
+    path, sha = str(tmp_path / "model"), "a" * 64
+    reports = Reports(root=tmp_path, evaluations={
+        "this": {"source": {"model": path, "sha256": sha}, "auroc": 0.9},
+        "older_weights_same_path": {"source": {"model": path, "sha256": "0" * 64}, "auroc": 0.99},
+        "no_sha_recorded": {"source": {"model": path}, "auroc": 0.8},
+        "other_model": {"source": {"model": str(tmp_path / "x"), "sha256": "b" * 64}, "auroc": 0.7}})
+    assert set(match_evaluations(reports, {sha}, {path})) == {"this", "no_sha_recorded"}
