@@ -101,10 +101,10 @@ def _minutes(seconds: int) -> str:
 
 def _sweep() -> None:
     cutoff = time.time() - REPORT_TTL
-    for p in _TMP.iterdir():
+    for p in _TMP.iterdir():  # result cards, each in a folder of its own
         try:
             if p.stat().st_mtime < cutoff:
-                p.unlink()
+                shutil.rmtree(p) if p.is_dir() else p.unlink()
         except OSError:
             pass
 
@@ -261,12 +261,13 @@ def _analyze_ui(path: str | None):
     photo = img.copy()
     photo.thumbnail((512, 512))  # the one downscale of the upload: the overlay and the report both use it
     overlay = overlay_attention(photo, attention)
-    fd, name = tempfile.mkstemp(suffix=".png", prefix="dermohelper_result_", dir=_TMP)
-    os.close(fd)
+    # a folder of its own, so that the saved file gets a name that says what it is and when (the card's UTC time)
+    folder = Path(tempfile.mkdtemp(prefix="result_", dir=_TMP))
+    name = str(folder / time.strftime("dermohelper-result-%Y-%m-%d-%H%M%S-UTC.png", time.gmtime()))
     try:
         render_report(name, photo, overlay, result, result["band_text"], result["disclaimer"])
     except BaseException:
-        os.unlink(name)  # no half-written result left in the cache
+        shutil.rmtree(folder, ignore_errors=True)  # no half-written result left in the cache
         raise
     return _band_html(result), overlay, gr.update(value=name, visible=True)
 
@@ -399,6 +400,31 @@ ON_LOAD = """() => {
       if (img instanceof HTMLImageElement && img.closest('#dh-photo')) img.style.visibility = visibility;
     }, true);
   }
+  // Screen readers: the verdict is announced when it arrives (a live region that stays while its content changes),
+  // and the pictures Gradio draws without a text alternative get one.
+  const verdict = document.getElementById('dh-verdict');
+  if (verdict) { verdict.setAttribute('role', 'status'); verdict.setAttribute('aria-live', 'polite'); }
+  const name = () => {
+    document.querySelectorAll('#dh-photo img:not([alt]), #dh-photo img[alt=""]').forEach(
+      (im) => im.setAttribute('alt', 'Your photo'));
+    document.querySelectorAll('#dh-heatmap img:not([alt]), #dh-heatmap img[alt=""]').forEach(
+      (im) => im.setAttribute('alt', 'Heatmap over your photo: brighter where the model looked most'));
+    document.querySelectorAll('#dh-examples button:not([aria-label])').forEach(
+      (b, i) => b.setAttribute('aria-label', 'Example image ' + (i + 1)));
+  };
+  name();
+  new MutationObserver(name).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                     attributeFilter: ['src']});
+}"""
+
+# A new photo that cannot be used: its message is in the card, which on a small phone lies below the screen.
+SHOW_MESSAGE = """() => {
+  requestAnimationFrame(() => requestAnimationFrame(() => {
+    const card = document.querySelector('#dh-error, #dh-no-preview');
+    if (!card) return;
+    const r = card.getBoundingClientRect();
+    if (r.top < 0 || r.bottom > window.innerHeight) card.scrollIntoView({behavior: 'smooth', block: 'center'});
+  }));
 }"""
 
 CSS = """
@@ -406,8 +432,16 @@ CSS = """
 .dh-card h2 {margin: 0 0 6px 0;}
 .dh-retake {border-color: #ef6c00;}
 .dh-disclaimer {font-size: 0.95em; background: #fff3e0; border-radius: 8px; padding: 8px 12px;}
+/* its own text colour: on its light background the dark theme's near-white text could not be read */
+.dh-disclaimer, .dh-disclaimer * {color: #3e2723 !important;}
 .dh-card-note {font-size: 0.9em; font-style: italic; margin-bottom: 0;}
 .dh-expired {color: #b71c1c; font-weight: bold;}
+.dark .dh-expired {color: #ff8a80;}
+/* touch targets: upload / camera and the shutter are 18-22 px in Gradio's own style */
+#dh-photo .source-selection button {min-width: 44px; min-height: 44px;}
+#dh-photo button[aria-label='capture photo'] {min-width: 48px; min-height: 48px;}
+/* small phones: a lower photo box, so that Analyse photo is on the first screen */
+@media (max-width: 400px) { #dh-photo {height: 280px !important;} }
 """
 
 with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_S, CACHE_TTL)) as demo:
@@ -424,9 +458,9 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
             run_btn = gr.Button("Analyse photo", variant="primary")
             if _examples():
                 gr.Examples(_examples(), inputs=photo, label="Example images (HAM10000, CC BY-NC-SA 4.0)",
-                            api_visibility="private")
+                            api_visibility="private", elem_id="dh-examples")
         with gr.Column(min_width=300):
-            verdict = gr.HTML(WELCOME)
+            verdict = gr.HTML(WELCOME, elem_id="dh-verdict")
             # No share button: on a Space it would offer to upload the user's photo to huggingface.co.
             heatmap = gr.Image(label="Where the model looked", type="pil", interactive=False, height=360,
                                format="jpeg", elem_id="dh-heatmap", buttons=["fullscreen"])
@@ -447,7 +481,8 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
     run_btn.click(analyze_ui, photo, outputs, api_visibility="private").success(None, js=SHOW_VERDICT)
     # A new photo (uploaded, taken, an example) or none: the last result is not this photo's, so it goes at once;
     # a file that cannot be used says so right away.
-    photo.change(on_new_photo, photo, outputs, queue=False, show_progress="hidden", api_visibility="private")
+    photo.change(on_new_photo, photo, outputs, queue=False, show_progress="hidden",
+                 api_visibility="private").success(None, js=SHOW_MESSAGE)
 
     # The public API: a plain file in, JSON out (hidden components: the page shows the UI above).
     api_file = no_empty_cache_files(gr.File(label="image", visible=False, type="filepath"))

@@ -2,7 +2,7 @@
 
 ``overlay_attention(img, attention)`` upsamples the model's (h, w) attention map to the photo, maps it through a
 colormap and alpha-blends it on top (brighter = where the classifier pooled its evidence from).
-``render_report(path, ...)`` writes a card with the photo, the overlay, the band and what it means, the calibrated
+``render_report(path, ...)`` writes a phone-sized card with the photo, the overlay, the band and what it means, the calibrated
 probability, the model's name / version / sha256, the date and the disclaimer; the format follows the suffix
 (``.png`` or ``.pdf``). Uses matplotlib's Agg backend only (no display needed).
 """
@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 COLORMAP = "inferno"
 BAND_COLORS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
+CARD_WIDTH_IN, CARD_DPI = 5.4, 200  # the result card: 1080 px wide
 _LUT: np.ndarray | None = None
 
 
@@ -81,30 +82,44 @@ def render_report(path: str | Path, photo: Image.Image, overlay: Image.Image, re
     band = str(result["band"])
     model = result["model"]
     edges = result["band_edges"]
-
-    fig = Figure(figsize=(8.27, 9.5), dpi=100)  # A4 width
-    fig.text(0.5, 0.965, "DermoHelper result", ha="center", va="top", fontsize=18, weight="bold")
-    for i, (im, title) in enumerate(((photo, "Photo"), (overlay, "Where the model looked"))):
-        ax = fig.add_axes((0.05 + 0.47 * i, 0.50, 0.43, 0.40))
-        ax.imshow(np.asarray(im.convert("RGB")))
-        ax.set_title(title, fontsize=11)
-        ax.axis("off")
-    fig.text(0.05, 0.46, f"Risk band: {band.upper()}", fontsize=20, weight="bold",
-             color=BAND_COLORS.get(band, "black"), va="top")
     how = "calibrated on validation images" if result.get("calibrated") else "NOT yet calibrated"
     shown, low, high = format_banded(float(result["probability"]), edges["low"], edges["high"])
     prob = (f"Estimated probability that the lesion is malignant ({how}): {shown}."
             f"  Bands: {bands_text(low, high)}.")
-    y = 0.40
-    for para, size in ((prob, 10), (band_text, 11)):
-        lines = textwrap.wrap(para, 95)
-        fig.text(0.05, y, "\n".join(lines), fontsize=size, va="top")
-        y -= 0.026 * len(lines) + 0.02
-    meta = (f"Model: {model['name']} {model['version']}   sha256: {model['sha256']}\n"
-            f"Date: {when.strftime('%Y-%m-%d %H:%M %Z').strip()}")
-    fig.text(0.05, y - 0.01, meta, fontsize=7.5, va="top", family="monospace")
-    fig.text(0.05, 0.11, "\n".join(textwrap.wrap(disclaimer, 100)), fontsize=9.5, va="top", style="italic",
-             bbox={"facecolor": "#fff3e0", "edgecolor": "#ef6c00", "boxstyle": "round,pad=0.6"})
+    meta = [f"Model: {model['name']} {model['version']}", f"sha256: {model['sha256']}",
+            f"Date: {when.strftime('%Y-%m-%d %H:%M %Z').strip()}"]
+    # Laid out for a phone screen, where it is mostly looked at and shown: a narrow portrait card (1080 px wide at
+    # CARD_DPI), text sized to stay legible at a phone's width (the disclaimer no smaller than the body), laid out top
+    # to bottom in inches, so the card is as tall as its text.
+    width, margin = CARD_WIDTH_IN, 0.3
+    blocks: list[tuple[str, float, dict]] = [  # (text, font size in pt, matplotlib text properties)
+        (f"Risk band: {band.upper()}", 24, {"weight": "bold", "color": BAND_COLORS.get(band, "black")}),
+        ("\n".join(textwrap.wrap(band_text, 44)), 14, {}),
+        ("\n".join(textwrap.wrap(prob, 48)), 13, {}),
+        ("\n".join(meta), 8, {"family": "monospace", "color": "#333333"}),
+    ]
+    disclaimer_text = "\n".join(textwrap.wrap(disclaimer, 48))
+    line = lambda size: size * 1.4 / 72  # noqa: E731 - inches per line of text of ``size`` pt
+    photo_h = (width - 3 * margin) / 2 * 3 / 4 + 0.35  # two 4:3 images side by side, and their titles
+    height = 0.9 + photo_h + sum(t.count("\n") * line(sz) + line(sz) + 0.18 for t, sz, _ in blocks) \
+        + (disclaimer_text.count("\n") + 1) * line(13) + 0.6
+    fig = Figure(figsize=(width, height), dpi=CARD_DPI)
+    y = height - 0.25  # inches from the bottom edge
+    fig.text(0.5, y / height, "DermoHelper result", ha="center", va="top", fontsize=20, weight="bold")
+    y -= 0.5
+    side = (width - 3 * margin) / 2
+    for i, (im, title) in enumerate(((photo, "Photo"), (overlay, "Where the model looked"))):
+        ax = fig.add_axes(((margin + i * (side + margin)) / width, (y - photo_h) / height, side / width,
+                           (photo_h - 0.35) / height))
+        ax.imshow(np.asarray(im.convert("RGB")))
+        ax.set_title(title, fontsize=12)
+        ax.axis("off")
+    y -= photo_h + 0.25
+    for text, size, props in blocks:
+        fig.text(margin / width, y / height, text, fontsize=size, va="top", **props)
+        y -= (text.count("\n") + 1) * line(size) + 0.18
+    fig.text(margin / width, (y - 0.1) / height, disclaimer_text, fontsize=13, va="top", style="italic",
+             bbox={"facecolor": "#fff3e0", "edgecolor": "#ef6c00", "boxstyle": "round,pad=0.5"})
     fig.savefig(path, format=path.suffix[1:].lower())
     logger.debug("wrote report %s", path)
     return path

@@ -117,6 +117,47 @@ def test_phone_sees_the_verdict_without_scrolling_for_it(app_url, browser, tiny_
         ctx.close()
 
 
+def test_a_small_phone_in_dark_mode(app_url, browser, tiny_data, tmp_path):
+    """360x740 in dark mode: the disclaimer is readable (its text was the theme's near-white on its cream box),
+    Analyse photo is on the first screen, the source buttons are touch-sized, a file that cannot be used has its
+    message brought into view, the verdict is a live region with named pictures, and the saved card is named."""
+    import re
+
+    from playwright.sync_api import expect
+
+    ctx = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True, has_touch=True,
+                              color_scheme="dark", accept_downloads=True)
+    try:
+        page = ctx.new_page()
+        open_app(page, app_url + "?__theme=dark")
+        colours = page.evaluate("""() => {
+          const rgb = (c) => c.match(/[0-9.]+/g).slice(0, 3).map(Number).map((v) => v / 255)
+            .map((v) => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4);
+          const lum = ([r, g, b]) => 0.2126 * r + 0.7152 * g + 0.0722 * b;
+          const box = document.querySelector('.dh-disclaimer');
+          const text = box.querySelector('strong') || box;
+          const [a, b] = [lum(rgb(getComputedStyle(text).color)), lum(rgb(getComputedStyle(box).backgroundColor))];
+          return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+        }""")
+        assert colours >= 7, colours  # WCAG AAA for body text
+        expect(page.get_by_role("button", name="Analyse photo")).to_be_in_viewport()
+        for name in ("Upload file", "Capture from camera"):
+            box = page.locator(f"#dh-photo .source-selection button[aria-label='{name}']").bounding_box()
+            assert box and box["width"] >= 44 and box["height"] >= 44, (name, box)
+        assert page.locator("#dh-verdict").get_attribute("aria-live") == "polite"
+        fake = tmp_path / "holiday.jpg"
+        fake.write_text("not a picture")
+        page.locator("input[type=file]").first.set_input_files(str(fake))
+        expect(page.locator("#dh-error")).to_be_in_viewport(timeout=30_000)
+        analyse(page, sorted((tiny_data / "images").glob("*.jpg"))[0])
+        expect(page.locator("#dh-heatmap img[alt*='Heatmap']").first).to_be_attached(timeout=30_000)
+        with page.expect_download() as d:
+            page.locator("#dh-download").click()
+        assert re.fullmatch(r"dermohelper-result-\d{4}-\d\d-\d\d-\d{6}-UTC\.png", d.value.suggested_filename)
+    finally:
+        ctx.close()
+
+
 def test_a_result_never_outlives_its_photo(app_url, browser, tiny_data, tmp_path):
     """Another photo, or a file that cannot be used, must not leave the last photo's verdict, heatmap and download
     on the page (someone could read it as theirs, or save it); the heatmap offers no share button."""
