@@ -217,7 +217,7 @@ def main() -> None:
     out = Path(a.json)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    md = [f"# Quality gate (dermo.quality + dermo.ood)\n",
+    md = ["# Quality gate (dermo.quality + dermo.ood)\n",
           f"`{report['command']}` on {report['date']}; model {report['model']['name']} {report['model']['version']} "
           f"({report['model']['backend']}, sha256 {report['model']['sha256'][:12]}...); OOD threshold "
           f"{'off' if ood is None else f'{ood.threshold:.4g}'} "

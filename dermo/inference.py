@@ -16,7 +16,7 @@ import hashlib
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 

@@ -8,7 +8,7 @@ The attention conv starts at zero, i.e. plain average pooling, so pretrained bac
 """
 
 import logging
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn

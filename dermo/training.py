@@ -26,7 +26,7 @@ from . import metrics as M
 from .config import RunConfig
 from .data import augment_batch, decode_images, load_split
 from .losses import mag_kd_loss, resize_attention, warp_attention
-from .models import LesionClassifier, create_model, load_model, predict_logits
+from .models import create_model, load_model, predict_logits
 
 logger = logging.getLogger(__name__)
 
