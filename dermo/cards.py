@@ -276,11 +276,22 @@ def bands_table(m: dict[str, Any], band_low: float, band_high: float) -> str | N
     edges = {"low": f"p < {band_low:.4g}",
              "medium": f"p >= {band_low:.4g}" if no_high else f"{band_low:.4g} <= p < {band_high:.4g}",
              "high": "none (edge above 1)" if no_high else f"p >= {band_high:.4g}"}
+    from .evaluate import TARGET_OPS, TARGETS
+    from .metrics import format_vs_goal
+
+    def cell(b: str, key: str) -> str:  # a value with an issue-4 goal is not rounded onto the goal's other side
+        target = {("low", "malignant_rate"): "low_malignant_rate", ("low", "share_of_malignant"):
+                  "low_share_of_malignant", ("high", "malignant_rate"): "high_malignant_rate"}.get((b, key))
+        v = (bands.get(b) or {}).get(key)
+        if target is None or _num(v) is None:
+            return fmt(v, pct=True)
+        return format_vs_goal(v, TARGETS[target], TARGET_OPS[target]) + "%"
+
     rows = []
     for b in ("low", "medium", "high"):
         d = bands.get(b) or {}
         rows.append([b.capitalize(), edges[b], str(d.get("n", "n/a")), str(d.get("n_malignant", "n/a")),
-                     fmt(d.get("malignant_rate"), pct=True), fmt(d.get("share_of_malignant"), pct=True)])
+                     cell(b, "malignant_rate"), cell(b, "share_of_malignant")])
     return _table(["band", "edges (calibrated P(malignant))", "images", "malignant", "malignancy rate",
                    "share of all malignant"], rows)
 

@@ -273,6 +273,19 @@ def _fmt(v: Any, pct: bool = True) -> str:
     return f"{100 * v:.1f}%" if pct else f"{v:.3f}"
 
 
+TARGET_OPS = {"ece_after": "<=", "low_share_of_malignant": "<=", "low_malignant_rate": "<=", "high_malignant_rate": ">="}
+
+
+def _fmt_goal(v: Any, target: str | None) -> str:
+    """A value beside issue 4's ``target`` (a TARGETS key): never rounded onto the other side of its goal."""
+    if target is None:
+        return _fmt(v)
+    if target == "ece_after":
+        return M.format_vs_goal(v, TARGETS[target], TARGET_OPS[target], digits=3, scale=1.0)
+    s = M.format_vs_goal(v, TARGETS[target], TARGET_OPS[target])
+    return s if s == "n/a" else s + "%"
+
+
 def _fmt_ci(m: dict[str, Any], key: str, pct: bool = True) -> str:
     ci = m.get(f"{key}_ci")
     s = _fmt(m.get(key), pct)
@@ -311,16 +324,19 @@ def render_report(m: dict[str, Any]) -> str:
               f"{m.get('logit_bias', 0.0):.3f}).", "",
               "## Risk bands", "", "| band | images | share of images | malignant | malignancy rate | "
               "share of all malignant |", "|---|---|---|---|---|---|"]
+    goals = {("low", "malignant_rate"): "low_malignant_rate", ("low", "share_of_malignant"): "low_share_of_malignant",
+             ("high", "malignant_rate"): "high_malignant_rate"}
     for b in ("low", "medium", "high"):
         r = m["bands"][b]
+        cell = lambda key: _fmt_goal(r[key], goals.get((b, key)))  # noqa: E731
         lines.append(f"| {b} | {r['n']} | {_fmt(r['share_of_cases'])} | {r['n_malignant']} | "
-                     f"{_fmt(r['malignant_rate'])} | {_fmt(r['share_of_malignant'])} |")
+                     f"{cell('malignant_rate')} | {cell('share_of_malignant')} |")
     lines += ["", "## Targets (issue 4; meant for the shipped model on the test split)", "",
               "| target | value | goal | met |", "|---|---|---|---|"]
     for k, t in m["targets"].items():
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
         pct = k != "ece_after"
-        lines.append(f"| {k} | {_fmt(t['value'], pct)} | {t['op']} {_fmt(t['goal'], pct)} | {met} |")
+        lines.append(f"| {k} | {_fmt_goal(t['value'], k)} | {t['op']} {_fmt(t['goal'], pct)} | {met} |")
     if m["subgroups"]:
         lines += ["", "## Subgroups", "", "AUROC needs both classes in a subgroup (never within one `dx`); "
                   "sensitivity and specificity at the operating point.", ""]
@@ -431,6 +447,9 @@ def run_evaluation(model: str | Path | None, data: str | Path, out: str | Path, 
     if calibrate and split != "validation":
         raise ValueError(f"--calibrate fits temperature, threshold and bands and is only allowed on the validation "
                          f"split (got split={split!r}); run with --split validation, then evaluate on test")
+    if calibrate and tta:
+        raise ValueError("--calibrate with --tta would fit the calibration on flip-averaged logits, but the app, the "
+                         "API and the ONNX file serve single-view logits: calibrate without --tta")
     if calibrate and model is not None and not Path(model).exists():
         raise ValueError(f"--calibrate writes into the model folder's config.json; {model} is not a local folder: "
                          "download it into a folder (dermo.hub.pull_model) and calibrate that folder")

@@ -915,3 +915,20 @@ def selection_score(sensitivity: float, accuracy: float, specificity: float) -> 
         raise ValueError(f"selection_score got NaN input(s): {vals}")
     s, a, sp = vals
     return 0.6 * s + 0.2 * a + 0.2 * sp
+
+
+# ------------------------------------------------------------------------------------------------------ display
+def format_vs_goal(v: Any, goal: float, op: str, digits: int = 1, scale: float = 100.0) -> str:
+    """``v * scale`` with ``digits`` decimals, or more where rounding would put the shown number on the other side of
+    ``goal`` than ``v`` is (a malignancy rate of 69.963% against ">= 70%" shows as 69.96, not 70.0). ``op``: "<=" or
+    ">=", the side of ``goal`` that meets it. "n/a" for a missing value."""
+    if _is_missing(v):
+        return "n/a"
+    if op not in ("<=", ">="):
+        raise ValueError(f"op={op!r}: use '<=' or '>='")
+    meets = (lambda x: x <= goal * scale) if op == "<=" else (lambda x: x >= goal * scale)
+    x = float(v) * scale
+    for d in range(digits, digits + 6):
+        if meets(float(f"{x:.{d}f}")) == meets(x):
+            break
+    return f"{x:.{d}f}"

@@ -91,6 +91,9 @@ def test_calibrate_writes_config_and_is_validation_only(model_copy, tiny_data, t
         run_evaluation(model_copy, tiny_data, tmp_path / "x", split="test", manifest=tiny_manifest, calibrate=True)
     with pytest.raises(ValueError, match="validation"):
         run_evaluation(model_copy, tiny_data, tmp_path / "x", split=None, calibrate=True)
+    with pytest.raises(ValueError, match="single-view"):  # the app serves no flip TTA: nor may its calibration
+        run_evaluation(model_copy, tiny_data, tmp_path / "x", split="validation", manifest=tiny_manifest,
+                       calibrate=True, tta=True)
     assert main(["--model", str(model_copy), "--data", str(tiny_data), "--split", "test", "--manifest",
                  str(tiny_manifest), "--out", str(tmp_path / "x"), "--calibrate"]) == 2
     assert json.loads((model_copy / "config.json").read_text()) == before

@@ -431,3 +431,17 @@ def test_paired_auroc_difference_is_paired_and_matches_per_resample_aurocs():
     assert same["difference"] == 0 and same["ci"] == [0.0, 0.0] and same["fraction_a_better"] == 0.0
     with pytest.raises(ValueError, match="equal lengths"):
         M.paired_auroc_difference(y, p, p[:-1])
+
+
+@pytest.mark.parametrize("v, goal, op, shown", [
+    (0.69963, 0.70, ">=", "69.96"),   # 191/273: would show 70.0 against >= 70% (not met)
+    (0.70, 0.70, ">=", "70.0"),
+    (0.7004, 0.70, ">=", "70.0"),     # met, and shown met
+    (0.02004, 0.02, "<=", "2.004"),   # not met: 2.0 would read as met
+    (0.0199, 0.02, "<=", "2.0"),      # met: 2.0 reads as met
+    (0.5, 0.70, ">=", "50.0"),
+    (None, 0.70, ">=", "n/a"),
+])
+def test_a_value_is_never_rounded_onto_the_other_side_of_its_goal(v, goal, op, shown):
+    assert M.format_vs_goal(v, goal, op) == shown
+    assert M.format_vs_goal(0.03004, 0.03, "<=", digits=3, scale=1.0) == "0.03004"  # an ECE just above 0.03
