@@ -265,6 +265,13 @@ def test_training_and_models_report(tiny_model, tiny_data, tiny_manifest, tmp_pa
     assert by["shipped"]["metrics"]["auroc"] == pytest.approx(by["magkd"]["metrics"]["auroc"], abs=1e-3)
     text = (out / "models.md").read_text()
     assert "ece_after" in text and "not exported yet" not in text
+    # --rerender rewrites the .md files from the .json alone, as the full run wrote them
+    mds = sorted(out.rglob("*.md"))
+    before = {f: f.read_text() for f in mds}
+    for f in mds:
+        f.write_text("stale")
+    assert report_main(["--rerender", str(out)]) == 0
+    assert {f: f.read_text() for f in mds} == before
 
 
 def test_logits_cache(tiny_model, tiny_data, tmp_path):
