@@ -13,6 +13,7 @@ Checks (in this order; each has a machine-readable code in ``report.codes``):
 code           fails when                                   default threshold
 =============  ===========================================  =====================
 too_small      min(width, height) < ``min_side``            64 px
+elongated      max(width, height) / min(...) > ``max_aspect``  :data:`MAX_ASPECT` = 3
 too_dark       brightness < ``dark``                        :data:`DARK` = 30
 too_bright     brightness > ``bright``                      :data:`BRIGHT` = 235
 blurry         sharpness < ``blur``                         :data:`BLUR` = 2.0
@@ -96,6 +97,7 @@ __all__ = [
     "BRIGHT",
     "DARK",
     "MESSAGES",
+    "MAX_ASPECT",
     "MIN_SIDE",
     "QualityReport",
     "check_quality",
@@ -108,6 +110,9 @@ logger = logging.getLogger(__name__)
 ANALYSIS_SIDE = 256
 #: Default minimum for the shorter side, in pixels.
 MIN_SIDE = 64
+#: Default maximum ratio of the longer to the shorter side: the model sees every photo squeezed into a square (as it
+#: saw HAM10000's 4:3 images), so a long strip would reach it distorted. Phone photos (4:3, 16:9) pass.
+MAX_ASPECT = 3.0
 #: Default minimum mean luma (0..255).
 DARK = 30.0
 #: Default maximum mean luma (0..255).
@@ -124,6 +129,10 @@ MESSAGES = {
     "too_small": (
         "The photo is too small ({width} x {height} pixels; at least {min_side} pixels on each side are needed): "
         "upload the original photo, or take it closer to the lesion."
+    ),
+    "elongated": (
+        "The photo is very long and narrow ({width} x {height} pixels), and DermoHelper would see it squeezed into a "
+        "square: crop it to the spot, about as wide as it is tall, and upload it again."
     ),
     "too_dark": "The photo is too dark: retake it in better light.",
     "too_bright": (
@@ -213,6 +222,7 @@ def check_quality(
     blur: float = BLUR,
     min_chroma: float = MIN_CHROMA,
     max_flat: float = MAX_FLAT,
+    max_aspect: float = MAX_ASPECT,
     extra_checks: Iterable[Callable[[Image.Image, QualityReport], None]] = (),
 ) -> QualityReport:
     """Judge whether ``img`` (RGB, from ``load_image``) is good enough to analyse.
@@ -228,6 +238,8 @@ def check_quality(
         report.add_issue("too_small", MESSAGES["too_small"].format(width=img.width, height=img.height,
                                                                     min_side=min_side))
     else:
+        if max(img.width, img.height) > max_aspect * min(img.width, img.height):
+            report.add_issue("elongated", MESSAGES["elongated"].format(width=img.width, height=img.height))
         exposure_ok = True
         if m["brightness"] < dark:
             report.add_issue("too_dark", MESSAGES["too_dark"])

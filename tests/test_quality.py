@@ -50,6 +50,18 @@ def test_synthetic_lesion_passes():
     assert r.reasons == [] and r.codes == []
 
 
+@pytest.mark.parametrize("w, h, elongated", [(900, 300, False), (901, 300, True), (300, 1200, True),
+                                              (640, 360, False), (4000, 80, True)])
+def test_a_long_strip_is_asked_to_be_cropped(w, h, elongated):
+    """The model sees every photo squeezed into a square: 4:3 and 16:9 pass, a strip over 3:1 is asked to be
+    cropped (it otherwise got a verdict on a distorted image), with its size in the message."""
+    r = check_quality(synthetic_lesion(w, h))
+    assert ("elongated" in r.codes) == elongated, (r.codes, r.reasons)
+    if elongated:
+        assert f"{w} x {h}" in r.reasons[r.codes.index("elongated")] and "crop" in r.reasons[0]
+        assert not r.ok
+
+
 def test_all_black_is_too_dark():
     r = check_quality(Image.new("RGB", (200, 150), 0))
     assert not r.ok
