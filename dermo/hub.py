@@ -231,6 +231,11 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
                     raise ValueError(f"{key} differs between {model_dir}/{CONFIG_NAME} ({info.config.get(key)}) "
                                      f"and {onnx_dir}/{CONFIG_NAME} ({onnx_cfg.get(key)}): they are not the same "
                                      "model; export the ONNX file from this checkpoint")
+            if info.config.get("version") != onnx_cfg.get("version"):
+                raise ValueError(f"{model_dir}/{CONFIG_NAME} says version {info.config.get('version')!r}, "
+                                 f"{onnx_dir}/{CONFIG_NAME} {onnx_cfg.get('version')!r}: one repository serves one "
+                                 "model under one version; give the weights' config the bundle's version "
+                                 "(train/ship.sh with VERSION=... writes both)")
             source = onnx_cfg.get("source_sha256")
             if source and source != info.safetensors_sha256:  # train.export records the weights it exported
                 raise ValueError(f"{onnx_dir}/{ONNX_NAME} was exported from other weights (sha256 {source[:12]}...) "

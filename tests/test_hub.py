@@ -318,6 +318,12 @@ def test_weights_and_onnx_of_different_models_are_not_pushed_together(tiny_model
     (other / "SHA256SUMS").unlink(missing_ok=True)
     with pytest.raises(ValueError, match="exported from other weights"):
         hub.push_model(tiny_model, REPO, onnx_dir=other, dry_run_dir=tmp_path / "dry")
+    # the same weights, but the bundle re-versioned (train.export --version) and the weights' config not
+    cfg = json.loads((tiny_onnx / "config.json").read_text())
+    cfg["version"] = "9.99.0"
+    (other / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="one model under one version"):
+        hub.push_model(tiny_model, REPO, onnx_dir=other, dry_run_dir=tmp_path / "dry2")
 
 
 def test_push_without_token_is_a_clear_error(tiny_model, monkeypatch):

@@ -14,6 +14,10 @@ CACHE=$RUNS/logits_cache
 TEACHER=${TEACHER:-$RUNS/teacher/best}
 python -m dermo.evaluate --model $RUNS/$SHIP/best --data $DATA --split validation --calibrate \
   --out reports/evaluation/$SHIP-validation --cache $CACHE --no-progress
+if [ -n "${VERSION:-}" ]; then  # the weights' own config says the version too (the Hub repo serves both as one model)
+  python -c 'import json, sys; p = sys.argv[1] + "/config.json"; c = json.load(open(p)); c["version"] = sys.argv[2]
+json.dump(c, open(p, "w"), indent=2, sort_keys=True); open(p, "a").write("\n")' "$RUNS/$SHIP/best" "$VERSION"
+fi
 python -m train.export --model $RUNS/$SHIP/best --out dermo/assets ${VERSION:+--version "$VERSION"}
 python -m dermo.ood --model dermo/assets
 python -m train.report --runs $RUNS --teacher "$TEACHER" --cache $CACHE ${NOTE:+--note "$NOTE"}  # NOTE: where the runs come from
