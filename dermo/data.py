@@ -137,7 +137,17 @@ def load_split(data_dir: str | Path = DEFAULT_DATA_DIR, split: str | None = None
         n = int(merged["split"].isna().sum())
         raise ValueError(f"{n} images of {data_dir} are not in the manifest {manifest}; "
                          "evaluate the whole folder (no --split) or build a manifest for it")
+    if "label" in man.columns:  # a copy whose labels differ from the manifest's would be scored on other labels
+        theirs = merged["image_id"].map(man.set_index("image_id")["label"])
+        differ = int((theirs.astype(int) != merged["label"].astype(int)).sum())
+        if differ:
+            raise ValueError(f"{differ} images of {data_dir} have another label than in the manifest {manifest}; "
+                             "fix the folder's metadata.csv or build a manifest for it")
     out = merged[merged["split"] == split].reset_index(drop=True)
+    expected = int((man["split"] == split).sum())
+    if len(out) < expected:  # a partial copy: said, so that its figures are not taken for the whole split's
+        logger.warning("%s holds %d of the %d %s images of the manifest %s: results are on those only",
+                       data_dir, len(out), expected, split, manifest)
     return out.head(limit) if limit else out
 
 

@@ -100,7 +100,7 @@ def save_teacher_outputs(path: str | Path, teacher: str, image_ids: list, logits
     """Write a ``distill.teacher_cache`` file: the outputs of ``teacher`` on the training images ``image_ids`` (the
     maps those of ``attention_teacher`` when one is named)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    key = {"teacher": teacher, "image_ids": image_ids}
+    key = {"teacher": teacher, "image_ids": image_ids, "weights": teacher_weights(teacher)}
     if attention_teacher:
         key["attention_teacher"] = attention_teacher
     # written whole, then renamed: on several processes each writes the same outputs, and no process (nor a later
@@ -108,6 +108,19 @@ def save_teacher_outputs(path: str | Path, teacher: str, image_ids: list, logits
     tmp = Path(f"{path}.{os.getpid()}.tmp")
     torch.save({"key": key, "logits": logits.float().cpu(), "attention": attention.float().cpu()}, tmp)
     os.replace(tmp, path)
+
+
+def teacher_weights(spec: str) -> list[str | None]:
+    """sha256 of each teacher folder's weights (None where a folder has no model.safetensors): a cache is of these
+    weights, not of whatever a folder holds later (a teacher retrained in place)."""
+    from .inference import sha256_file
+
+    out: list[str | None] = []
+    for p in (q.strip() for q in spec.split(",")):
+        if p:
+            f = Path(p) / "model.safetensors"
+            out.append(sha256_file(f) if f.is_file() else None)
+    return out
 
 
 def _same_teacher(a: str, b: str) -> bool:
@@ -132,6 +145,13 @@ def cached_teacher(cfg: RunConfig, teachers: list, images: torch.Tensor | None, 
         if not _same_teacher(key.get("teacher", ""), cfg.distill.teacher):
             raise ValueError(f"teacher_cache {path} holds the outputs of {key.get('teacher')!r}, not of --teacher "
                              f"{cfg.distill.teacher!r}")
+        if "weights" not in key:
+            logger.warning("teacher_cache %s records no weights digest (written by an older version): it cannot be "
+                           "checked against the teacher's current weights", path)
+        elif any(now is not None and now != then  # an absent folder cannot be checked: its cache is what teaches
+                 for then, now in zip(key["weights"], teacher_weights(cfg.distill.teacher))):
+            raise ValueError(f"teacher_cache {path} holds the outputs of other weights than {cfg.distill.teacher} "
+                             "holds now (retrained since?); delete it to compute them again")
         if key.get("attention_teacher", "") != cfg.distill.attention_teacher:
             raise ValueError(f"teacher_cache {path} holds the attention maps of "
                              f"{key.get('attention_teacher') or 'the teacher'!r}, not of --attention_teacher "

@@ -61,6 +61,30 @@ def test_folder_not_in_manifest_is_a_clear_error(tiny_data, tmp_path):
         load_split(tiny_data, "test", man)
 
 
+def test_a_copy_with_other_labels_or_fewer_images_than_the_manifest(tiny_data, tiny_manifest, tmp_path, caplog):
+    """A folder whose labels differ from the manifest's is refused (it would be scored on other labels); one that
+    holds only part of a split is loaded with a warning that says how much of it."""
+    import shutil
+
+    relabelled = tmp_path / "relabelled"
+    shutil.copytree(tiny_data, relabelled)
+    meta = pd.read_csv(relabelled / "metadata.csv")
+    meta.loc[meta["label"] == 1, "label"] = 0
+    meta.loc[meta["dx"].isin(["mel", "bcc", "akiec"]), "dx"] = "nv"
+    meta.to_csv(relabelled / "metadata.csv", index=False)
+    with pytest.raises(ValueError, match="another label than in the manifest"):
+        load_split(relabelled, "test", tiny_manifest)
+    partial = tmp_path / "partial"
+    shutil.copytree(tiny_data, partial)
+    test_ids = load_split(tiny_data, "test", tiny_manifest)["image_id"]
+    meta = pd.read_csv(partial / "metadata.csv")
+    meta[meta["image_id"] != test_ids.iloc[0]].to_csv(partial / "metadata.csv", index=False)
+    with caplog.at_level("WARNING", logger="dermo.data"):
+        part = load_split(partial, "test", tiny_manifest)
+    assert len(part) == len(test_ids) - 1
+    assert f"holds {len(test_ids) - 1} of the {len(test_ids)} test images" in caplog.text
+
+
 def test_metadata_without_lesion_id_defaults_to_image(tmp_path):
     from tests.conftest import make_tiny_folder
 

@@ -139,6 +139,15 @@ def test_cached_teacher_outputs_memory_and_file(tiny_data, tiny_manifest, tmp_pa
     cache = tmp_path / "cache" / "teacher.pt"
     run(cfg.override(output_dir=str(tmp_path / "s_file"), teacher_cache=str(cache), epochs=1))
     assert cache.is_file()
+    # the teacher retrained in place (other weights in the same folder): its old outputs are refused, not reused
+    original = (tmp_path / "teacher" / "best" / "model.safetensors").read_bytes()
+    t = Mo.load_model(teacher)
+    with torch.no_grad():
+        next(t.parameters()).add_(0.01)
+    t.save_pretrained(teacher)
+    with pytest.raises(ValueError, match="other weights"):
+        run(cfg.override(output_dir=str(tmp_path / "s_stale"), teacher_cache=str(cache), epochs=1))
+    (tmp_path / "teacher" / "best" / "model.safetensors").write_bytes(original)
     shutil.rmtree(tmp_path / "teacher")  # the teacher is gone: its outputs on disk still teach
     again = run(cfg.override(output_dir=str(tmp_path / "s_file2"), teacher_cache=str(cache), epochs=1))
     assert again["epochs_run"] == 1
