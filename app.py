@@ -169,7 +169,8 @@ def analyze(path: str | None) -> tuple[dict[str, Any], Image.Image | None, np.nd
     result: dict[str, Any] = {
         "probability": None, "band": None, "band_text": None, "band_edges": BAND_EDGES,
         "calibrated": bool(PREDICTOR.config.calibrated),
-        "quality": {"ok": report.ok, "reasons": list(report.reasons), "codes": list(report.codes)},
+        "quality": {"ok": report.ok, "reasons": list(report.reasons), "codes": list(report.codes),
+                    "lesion_check": OOD is not None},
         "model": MODEL_INFO, "heatmap": None, "disclaimer": DISCLAIMER,
     }
     if report.ok and pred is not None:
@@ -202,7 +203,8 @@ API_DESCRIPTION = (
     "Skin-lesion triage aid, not a diagnosis. Input: one photo of one skin lesion (JPEG, PNG, WebP, HEIC; at most "
     "25 MB), uploaded with gradio_client's handle_file(\"photo.jpg\"). Output (JSON): probability (calibrated "
     "P(malignant)), band (\"low\" / \"medium\" / \"high\"), band_text, band_edges {low, high}, quality {ok, reasons, "
-    "codes}, heatmap (the attention map, rows of floats summing to 1), calibrated, model {name, version, sha256}, "
+    "codes, lesion_check (whether the 'does not look like a skin lesion' check ran)}, heatmap (the attention map, "
+    "rows of floats summing to 1), calibrated, model {name, version, sha256}, "
     "disclaimer. A photo that fails the quality gate gets probability, band, band_text and heatmap null, and its "
     "reasons; a file that is not a usable photo gets an error message saying what to do.")
 
@@ -466,14 +468,17 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
                                format="jpeg", elem_id="dh-heatmap", buttons=["fullscreen"])
             # Model-independent on purpose: how much of the map lies on the lesion is measured per model
             # (python -m dermo.focus; the bundled model's map rests mostly on the skin around it, reports/focus.md).
-            gr.Markdown("Brighter = the parts of the photo the model weighed most. It is not an outline of the spot, "
-                        "and it may rest more on the skin around the spot than on the spot itself.",
+            gr.Markdown("Brighter = the parts of the photo the model weighed most; a faint map means it spread its "
+                        "attention over much of the photo. It is not an outline of the spot, and it may rest more on "
+                        "the skin around the spot than on the spot itself.",
                         elem_id="dh-heatmap-note")
             report_file = gr.DownloadButton("Download result (PNG)", visible=False, elem_id="dh-download")
     gr.Markdown(f"Model: {MODEL_INFO['name']} {MODEL_INFO['version']} (sha256 {MODEL_INFO['sha256'][:12]}...). "
                 f"Photos are only used for this analysis and deleted from the server within {_minutes(KEPT_S)} "
                 "(the result card too: save it before then); nothing is stored, logged or shared. "
-                f"Trained on HAM10000 ({HAM_CREDIT}).")
+                f"Trained on HAM10000 ({HAM_CREDIT})."
+                + ("" if OOD is not None else " **The check that a photo shows a skin lesion is off for this model**: "
+                   "a photo of something else gets a verdict too."))
     # On a phone the columns stack and the verdict lands below the photo and the examples, out of sight: bring it
     # into view when it is not (on a desktop it is, beside the photo, and nothing moves). Gradio's own
     # scroll_to_output did not scroll here (6.17).

@@ -271,7 +271,11 @@ def load_ood(model_dir: str | Path, model_sha256: str | None = None) -> OODDetec
     if not path.is_file():
         logger.warning("config.json names %s but the file is missing: OOD check disabled", path)
         return None
-    if model_sha256 and meta.get("model_sha256") and meta["model_sha256"] != model_sha256:
+    if model_sha256 and not meta.get("model_sha256"):
+        logger.warning("OOD stats in %s do not say which model file they were fitted on: OOD check disabled; refit "
+                       "with python -m dermo.ood", model_dir)
+        return None
+    if model_sha256 and meta["model_sha256"] != model_sha256:
         logger.warning("OOD stats in %s were fitted on another model file (sha256 %s..., this one %s...): "
                        "OOD check disabled; refit with python -m dermo.ood", model_dir,
                        meta["model_sha256"][:12], model_sha256[:12])
@@ -301,7 +305,7 @@ def check_ood(detector: OODDetector | ClassOODDetector | None, embedding: np.nda
     if detector is None or embedding is None:
         return None
     score = float(detector.score(np.asarray(embedding))[0])
-    if score > detector.threshold:
+    if not np.isfinite(score) or score > detector.threshold:  # an embedding it cannot score is not passed either
         report.add_issue("not_skin", MESSAGE, ood_score=score, ood_threshold=detector.threshold)
     else:
         report.measures.update(ood_score=score, ood_threshold=detector.threshold)

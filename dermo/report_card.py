@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 COLORMAP = "inferno"
 BAND_COLORS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
 CARD_WIDTH_IN, CARD_DPI = 5.4, 200  # the result card: 1080 px wide
+FULL_CONTRAST = 2.0  # a heatmap cell with this many times the uniform share of the weight is drawn at full colour
 _LUT: np.ndarray | None = None
 
 
@@ -37,24 +38,34 @@ def _lut() -> np.ndarray:
 
 
 def overlay_attention(img: Image.Image, attention: np.ndarray, alpha: float = 0.45,
-                      max_side: int = 512) -> Image.Image:
+                      max_side: int = 512, full_at: float | None = None) -> Image.Image:
     """RGB photo + (h, w) attention map -> RGB overlay (longest side at most ``max_side``).
 
-    The map is scaled to [0, 1] by its maximum (its absolute values only say how spread out it is), upsampled
-    bilinearly to the photo, coloured with ``COLORMAP`` and blended with weight ``alpha * map`` so that regions the
-    model ignored keep the photo's own colours.
+    Each cell's weight is taken relative to the uniform share (1 / cells): the map's shape is drawn (its lowest cell
+    at no colour, its highest at the most), at a strength set by how far its peak rises above that share, full from
+    ``full_at`` (default :data:`FULL_CONTRAST`: a cell with twice the uniform share) on. So a map that spreads the
+    weight evenly stays a faint tint, and rounding noise on a flat map is not drawn as a sharp spot (a plain min-max
+    stretch drew any map at full contrast). The map is upsampled bilinearly, coloured with ``COLORMAP`` and blended
+    with weight ``alpha * map``, so that regions the model ignored keep the photo's own colours.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha} must be in [0, 1]")
     a = np.asarray(attention, np.float32)
     if a.ndim != 2 or a.size == 0:
         raise ValueError(f"attention must be a non-empty (h, w) map, got shape {a.shape}")
+    full_at = FULL_CONTRAST if full_at is None else float(full_at)
     photo = img if img.mode == "RGB" else img.convert("RGB")
     if max(photo.size) > max_side:
         photo = photo.copy()  # never shrink the caller's image in place
         photo.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
-    a = a - a.min()
-    a = a / a.max() if a.max() > 0 else np.zeros_like(a)
+    a = np.nan_to_num(np.clip(a.astype(np.float64), 0.0, None))
+    if a.sum() > 0:
+        rel = a / a.mean()  # 1 = the uniform share
+        spread = rel.max() - rel.min()
+        strength = float(np.clip((rel.max() - 1.0) / (full_at - 1.0), 0.0, 1.0))
+        a = ((rel - rel.min()) / spread * strength if spread > 1e-6 else np.zeros_like(rel)).astype(np.float32)
+    else:
+        a = np.zeros_like(a, dtype=np.float32)
     up = np.asarray(Image.fromarray(a, "F").resize(photo.size, Image.Resampling.BILINEAR), np.float32)
     up = np.clip(up, 0.0, 1.0)
     colour = _lut()[(up * 255).astype(np.uint8)].astype(np.float32)

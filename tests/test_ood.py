@@ -230,6 +230,25 @@ def test_overlay_and_report(tmp_path):
     assert np.abs(a[5, 5] - (180, 120, 100)).sum() > np.abs(a[-5, -5] - (180, 120, 100)).sum()
     with pytest.raises(ValueError, match="attention"):
         overlay_attention(photo, np.zeros(3))
+    # how strongly a map is drawn follows how far it rises above a uniform one: a flat map with rounding noise is a
+    # flat tint (a min-max stretch drew it as a sharp spot), a peak at 1.27x the uniform share (the shipped model's
+    # median) is faint, and twice the share or more is drawn in full
+    flat = np.full((7, 7), 1 / 49, np.float32)
+    base = np.asarray(overlay_attention(photo, flat), np.int32)
+
+    def spot(att):  # how far the overlay at the peak cell's place is from that of a flat map
+        return int(np.abs(np.asarray(overlay_attention(photo, att), np.int32)[5, 5] - base[5, 5]).sum())
+
+    noisy = flat.copy()
+    noisy[0, 0] = np.nextafter(noisy[0, 0], np.float32(1))
+    assert spot(noisy) == 0 and spot(flat) == 0
+    mild = flat.copy()
+    mild[0, 0] *= 1.27
+    strong = flat.copy()
+    strong[0, 0] *= 3.0
+    one_hot = np.zeros((7, 7), np.float32)
+    one_hot[0, 0] = 1.0
+    assert 0 < spot(mild) < spot(strong) / 2 and spot(strong) == spot(one_hot)
     result = {"probability": 0.42, "band": "medium", "band_edges": {"low": 0.2, "high": 0.6},
               "model": {"name": "tiny", "version": "0.0.1", "sha256": "ab" * 32}}
     for suffix, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF")):
