@@ -63,4 +63,8 @@ def main_with(description: str, argv: Sequence[str] | None = None, base: RunConf
     cfg = resolve(args, base, **forced)
     result = run(cfg)
     print_json({k: v for k, v in result.items() if k != "config"})
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():  # on N processes: else gloo/NCCL threads may abort the exit
+        dist.destroy_process_group()  # of a finished run ("terminate called without an active exception")
     return result
