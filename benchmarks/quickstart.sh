@@ -41,5 +41,9 @@ fresh venvs, pip's wheel cache as it was on the machine.
 | 1: install + start the app (until http://127.0.0.1:$PORT answers) | $(printf %.0f "$app_s") | serving |
 | 2: install + run the tests | $(printf %.0f "$test_s") | exit $rc: $summary |
 MD
+if [ "$rc" != 0 ]; then  # which tests failed, and the whole log kept for a look
+  { echo; echo "Failed:"; echo; grep -E "^FAILED" "$WORK/tests.log" | sed 's/^/- /'; } >> "$OUT"
+  cp "$WORK/tests.log" "${OUT%.md}.tests.log"
+fi
 cat "$OUT"
 rm -rf "$WORK"
