@@ -266,6 +266,15 @@ def test_eval_shards_are_equal_and_cover_every_image_once():
         assert all(((i == o) | (o == -1)).all() and (i < n).all() for i, o in parts)
 
 
+def _free_port() -> int:
+    """A port nothing listens on now (a fixed one may still be held by an earlier run's rendezvous)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 TWO_PROCESS_EVALUATE = """
 import sys
 
@@ -324,7 +333,7 @@ def _run_on(n: int, code: str, out, tmp_path) -> list:
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-                        "--master_port", str(29500 + os.getpid() % 1000 + n), str(script), str(out), str(n)],
+                        "--master_port", str(_free_port()), str(script), str(out), str(n)],
                        cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     return [Path(f"{out}.{i}").read_text() for i in range(n)]
@@ -358,7 +367,7 @@ def test_evaluate_on_two_processes_matches_one(tmp_path):
     for n in (1, 2):
         out = tmp_path / f"auroc{n}"
         r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-                            "--master_port", str(29500 + os.getpid() % 1000 + n), str(script), str(out), str(n)],
+                            "--master_port", str(_free_port()), str(script), str(out), str(n)],
                            cwd=root, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, r.stderr[-3000:]
         aurocs[n] = [float(Path(f"{out}.{i}").read_text()) for i in range(n)]
