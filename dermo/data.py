@@ -14,6 +14,7 @@ images would make reported figures incomparable.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -101,6 +102,44 @@ def make_split(df: pd.DataFrame, fractions: Sequence[float] = SPLIT_FRACTIONS, s
         assign.update({lid: SPLITS[w] for lid, w in zip(lesions, which)})
     out = df[["image_id", "lesion_id", "label"]].copy()
     out["split"] = out["lesion_id"].map(assign)
+    return out.sort_values("image_id").reset_index(drop=True)
+
+
+def extend_split(df: pd.DataFrame, existing: pd.DataFrame, fractions: Sequence[float] = SPLIT_FRACTIONS,
+                 seed: int = 0) -> pd.DataFrame:
+    """``make_split`` for a folder that grew: every lesion of ``existing`` (a manifest) keeps its split.
+
+    New images of a known lesion join that lesion's split; a new lesion is placed by a hash of its id and ``seed``
+    (each lesion on its own, so adding more data later moves none of these either). Rebuilding with ``make_split``
+    would reshuffle every lesion, putting trained-on images in validation and test. Images the folder no longer
+    holds are dropped. Raises ValueError when the folder's lesion ids join lesions that ``existing`` put in
+    different splits. Returns ``image_id, lesion_id, label, split``.
+    """
+    if abs(sum(fractions) - 1.0) > 1e-6 or len(fractions) != len(SPLITS):
+        raise ValueError(f"fractions {fractions} must be three numbers summing to 1")
+    known = existing.drop_duplicates("image_id").set_index("image_id")
+    out = df[["image_id", "lesion_id", "label"]].copy()
+    out["split"] = out["image_id"].map(known["split"])
+    # a lesion takes the split its known images had (by this folder's lesion ids, then by the manifest's)
+    by_lesion = out.dropna(subset=["split"]).groupby("lesion_id")["split"].agg(set)
+    clash = by_lesion[by_lesion.map(len) > 1]
+    if len(clash):
+        raise ValueError(f"{len(clash)} lesions of the folder hold images the manifest put in different splits "
+                         f"(e.g. {clash.index[0]}: {sorted(clash.iloc[0])}); fix their lesion_id or rebuild "
+                         "the split on purpose")
+    lesion_split = by_lesion.map(lambda x: next(iter(x))).to_dict()
+    if "lesion_id" in known.columns:
+        for lid, sp in known.groupby("lesion_id")["split"].first().items():
+            lesion_split.setdefault(lid, sp)
+    edges = np.cumsum(fractions)[:-1]
+
+    def place(lid: str) -> str:
+        if lid in lesion_split:
+            return lesion_split[lid]
+        h = hashlib.sha256(f"{seed}:{lid}".encode()).digest()
+        return SPLITS[int(np.searchsorted(edges, int.from_bytes(h[:8], "big") / 2.0 ** 64, side="right"))]
+
+    out["split"] = out["split"].fillna(out["lesion_id"].map(place))
     return out.sort_values("image_id").reset_index(drop=True)
 
 
@@ -268,9 +307,18 @@ def main() -> None:  # pragma: no cover - thin CLI
     ap.add_argument("--data", default=str(DEFAULT_DATA_DIR))
     ap.add_argument("--manifest", default=str(DEFAULT_MANIFEST))
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--write", action="store_true", help="(re)write the manifest")
+    ap.add_argument("--write", action="store_true",
+                    help="write the manifest; an existing one is extended (its images keep their splits)")
+    ap.add_argument("--rebuild", action="store_true",
+                    help="reshuffle every lesion instead of extending an existing manifest (moves trained-on "
+                         "images into validation and test: models trained on the old split must be retrained)")
     args = ap.parse_args()
-    split = make_split(load_metadata(args.data), seed=args.seed)
+    meta = load_metadata(args.data)
+    if Path(args.manifest).is_file() and not args.rebuild:
+        split = extend_split(meta, pd.read_csv(args.manifest, dtype={"image_id": str, "lesion_id": str}),
+                             seed=args.seed)
+    else:
+        split = make_split(meta, seed=args.seed)
     if args.write:
         print(f"wrote {write_manifest(split, args.manifest)}")
     summary = split.groupby("split").agg(images=("image_id", "size"), lesions=("lesion_id", "nunique"),

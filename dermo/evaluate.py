@@ -258,11 +258,16 @@ def check_targets(m: dict[str, Any]) -> dict[str, Any]:
             "low_share_of_malignant": (low["share_of_malignant"], "<="),
             "low_malignant_rate": (low["malignant_rate"], "<="),
             "high_malignant_rate": (high["malignant_rate"], ">=")}
+    empty = {"low_malignant_rate": low["n"] == 0, "high_malignant_rate": high["n"] == 0}
     out = {}
     for k, (v, op) in vals.items():
         t = TARGETS[k]
         met = None if v is None else (v <= t if op == "<=" else v >= t)
         out[k] = {"value": v, "target": f"{op} {t}", "op": op, "goal": t, "met": met}
+        if empty.get(k):
+            # A band nobody lands in has no malignancy rate, but a triage that never says Low (or High) has failed
+            # that band's target: "not met", not "n/a".
+            out[k].update(met=False, reason="band empty")
     return out
 
 
@@ -335,6 +340,7 @@ def render_report(m: dict[str, Any]) -> str:
               "| target | value | goal | met |", "|---|---|---|---|"]
     for k, t in m["targets"].items():
         met = "n/a" if t["met"] is None else ("yes" if t["met"] else "**no**")
+        met += f" ({t['reason']})" if t.get("reason") else ""
         pct = k != "ece_after"
         lines.append(f"| {k} | {_fmt_goal(t['value'], k)} | {t['op']} {_fmt(t['goal'], pct)} | {met} |")
     if m["subgroups"]:

@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from dermo.config import DEFAULT_MANIFEST, ModelConfig
-from dermo.data import (augment_batch, decode_images, load_hf_dataset, load_metadata, load_split, make_split,
+from dermo.data import (augment_batch, decode_images, extend_split, load_hf_dataset, load_metadata, load_split,
+                        make_split,
                         normalize, preprocess, resize)
 from tests.conftest import require_shared
 
@@ -23,6 +24,35 @@ def test_manifest_covers_shared_set_and_is_reproducible(manifest):
     rebuilt = make_split(meta)
     pd.testing.assert_frame_equal(rebuilt.reset_index(drop=True), manifest.reset_index(drop=True),
                                   check_dtype=False)
+
+
+def test_a_grown_folder_keeps_every_known_image_in_its_split(manifest):
+    meta = load_metadata(require_shared(), check_files=False)
+    # the committed manifest extended by the very same data is the manifest
+    pd.testing.assert_frame_equal(extend_split(meta, manifest), manifest, check_dtype=False)
+    # a manifest built on a third of the lesions, then the folder grows to all of them
+    lesions = sorted(meta["lesion_id"].unique())
+    old = make_split(meta[meta["lesion_id"].isin(lesions[::3])])
+    grown = extend_split(meta, old)
+    assert len(grown) == len(meta) and grown["split"].notna().all()
+    kept = grown.set_index("image_id").loc[old["image_id"], "split"]
+    assert (kept.to_numpy() == old["split"].to_numpy()).all()
+    assert grown.groupby("lesion_id")["split"].nunique().max() == 1
+    new = grown[~grown["image_id"].isin(old["image_id"])]
+    share = new["split"].value_counts(normalize=True)
+    assert share["train"] == pytest.approx(0.70, abs=0.04) and share["test"] == pytest.approx(0.15, abs=0.04)
+    # the hash placement does not depend on which other lesions are new
+    again = extend_split(meta[meta["lesion_id"].isin(lesions[::2] + lesions[::3])], old)
+    both = grown.merge(again, on="image_id", suffixes=("", "_b"))
+    assert (both["split"] == both["split_b"]).all()
+
+
+def test_extend_split_refuses_a_lesion_the_manifest_split_in_two():
+    meta = pd.DataFrame({"image_id": ["a", "b", "c"], "lesion_id": ["L1", "L1", "L2"], "label": [0, 0, 1]})
+    old = pd.DataFrame({"image_id": ["a", "b"], "lesion_id": ["L1", "L9"], "label": [0, 0],
+                        "split": ["train", "test"]})
+    with pytest.raises(ValueError, match="different splits"):
+        extend_split(meta, old)
 
 
 def test_no_lesion_crosses_splits(manifest):

@@ -13,7 +13,7 @@ import torch
 from dermo import metrics as M
 from dermo.config import ModelConfig
 from dermo.evaluate import (CALIBRATION_KEYS, PLOTS, compute_logits, evaluate_logits, fit_calibration, main,
-                            open_predictor, run_evaluation)
+                            open_predictor, render_report, run_evaluation)
 from dermo.models import create_model
 
 from .conftest import make_tiny_folder
@@ -143,6 +143,22 @@ def test_calibration_bias_removes_a_constant_offset():
     c = fit_calibration(y, logits)
     assert c["temperature"] == pytest.approx(2.0, rel=0.1) and c["logit_bias"] == pytest.approx(-1.0, abs=0.15)
     assert c["validation"]["ece_after"] < c["validation"]["ece_temperature_only"]
+
+
+def test_an_empty_band_fails_its_target_and_says_why():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 200)
+    logits = np.stack([np.zeros(200), rng.normal(0, 1, 200) + y], 1)
+    # every probability is below 0.999: nobody lands in High, nobody below 1e-6 in Low
+    config = ModelConfig(band_low=1e-6, band_high=0.999, threshold=0.5)
+    m = evaluate_logits(y, logits, config, n_boot=0)
+    assert m["bands"]["high"]["n"] == 0 and m["bands"]["low"]["n"] == 0
+    for k in ("high_malignant_rate", "low_malignant_rate"):
+        assert m["targets"][k]["met"] is False and m["targets"][k]["reason"] == "band empty"
+    assert m["targets"]["low_share_of_malignant"]["met"] is True  # no malignant image reassured
+    assert "reason" not in m["targets"]["ece_after"]
+    md = render_report({**m, "source": {}})
+    assert "| high_malignant_rate | n/a | >= 70.0% | **no** (band empty) |" in md
 
 
 def test_folder_without_lesion_id(tiny_model, tmp_path):

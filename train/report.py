@@ -290,7 +290,8 @@ def render_models(rows: list[dict[str, Any]], note: str, n_boot: int, command: s
             v = t["value"]
             val = "n/a" if v is None else (_goal(v, k, 3, 1.0) if k == "ece_after" else f"{_goal(v, k)}%")
             lines.append(f"- {k}: {val} (goal {t['target']}): "
-                         f"{'n/a' if t['met'] is None else ('met' if t['met'] else '**not met**')}")
+                         f"{'n/a' if t['met'] is None else ('met' if t['met'] else '**not met**')}"
+                         + (f" ({t['reason']})" if t.get("reason") else ""))
     if not shipped:
         lines.append("- the shipped model (dermo/assets/model.onnx) is not exported yet: no row.")
     lines += ["", "DermoHelper is a triage aid, not a diagnosis.", "", f"Regenerate: `{command}`.", ""]
