@@ -463,6 +463,8 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
                             api_visibility="private", elem_id="dh-examples")
         with gr.Column(min_width=300):
             verdict = gr.HTML(WELCOME, elem_id="dh-verdict")
+            # under the verdict: on a laptop (1366x768) below the heatmap it was off the first screen
+            report_file = gr.DownloadButton("Download result (PNG)", visible=False, elem_id="dh-download")
             # No share button: on a Space it would offer to upload the user's photo to huggingface.co.
             heatmap = gr.Image(label="Where the model looked", type="pil", interactive=False, height=360,
                                format="jpeg", elem_id="dh-heatmap", buttons=["fullscreen"])
@@ -472,7 +474,6 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
                         "attention over much of the photo. It is not an outline of the spot, and it may rest more on "
                         "the skin around the spot than on the spot itself.",
                         elem_id="dh-heatmap-note")
-            report_file = gr.DownloadButton("Download result (PNG)", visible=False, elem_id="dh-download")
     gr.Markdown(f"Model: {MODEL_INFO['name']} {MODEL_INFO['version']} (sha256 {MODEL_INFO['sha256'][:12]}...). "
                 f"Photos are only used for this analysis and deleted from the server within {_minutes(KEPT_S)} "
                 "(the result card too: save it before then); nothing is stored, logged or shared. "

@@ -93,6 +93,12 @@ def test_upload_shows_band_and_heatmap(app_url, browser, tiny_data):
         assert heat.first.evaluate("im => im.complete && im.naturalWidth > 0")
         expect(page.locator("#dh-heatmap-note")).to_contain_text("not an outline")  # how to read the map
         expect(page.get_by_role("button", name="Download result (PNG)")).to_be_visible()
+        page.set_viewport_size({"width": 1366, "height": 768})  # a laptop: verdict and download on the first screen
+        page.evaluate("window.scrollTo(0, 0)")
+        for sel in ("#dh-verdict", "#dh-download"):
+            box = page.locator(sel).bounding_box()
+            assert box and box["y"] + box["height"] <= 768, (sel, box)
+        page.set_viewport_size({"width": 1200, "height": 900})
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
     finally:
