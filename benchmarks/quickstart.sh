@@ -33,8 +33,9 @@ summary=$(grep -E "passed|failed" "$WORK/tests.log" | tail -1)
 cat > "$OUT" <<MD
 # Quick start timings
 
-Measured by \`bash benchmarks/quickstart.sh\` on $(date -u +%Y-%m-%d) ($(nproc) cores, $(python3 --version)); fresh clones and
-fresh venvs, pip's wheel cache as it was on the machine.
+Measured by \`bash benchmarks/quickstart.sh\` on $(date -u +%Y-%m-%d) at commit $(git -C "$ROOT" rev-parse --short HEAD)
+($(nproc) cores, $(python3 --version)); fresh clones and fresh venvs, pip's wheel cache as it was on the machine, the
+HAM10000 copy beside the clone (\`../shared/data/ham10000\`, as in CI; without it the tests that need it skip).
 
 | command | seconds | result |
 |---|---|---|

@@ -7,7 +7,6 @@ import pickle
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -210,15 +209,14 @@ def test_trns_colour_transparency_on_white(mode, key):
 # size limits
 # --------------------------------------------------------------------------- #
 
-def test_bomb_memory_and_time_bounded(bad):
+def test_bomb_memory_bounded(bad):
+    """(That no pixel is decoded is test_pixel_check_happens_before_decoding; timings belong in benchmarks/.)"""
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-    t0 = time.perf_counter()
     for _ in range(3):
         with pytest.raises(ImageError) as ei:
             load_image(bad["bomb"])
         assert ei.value.code == "too_many_pixels"
         assert "too large" in str(ei.value)
-    assert time.perf_counter() - t0 < 2.0
     # decoding 30000x30000 would need >= 900 MB
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100 * 1024
 
