@@ -4,7 +4,8 @@
     HF_TOKEN=... python space/build.py --out build/space --push owner/space-name
 
 The folder holds: app.py, the dermo/ package with the bundled model (dermo/assets: model.onnx, config.json,
-ood.npz), and from space/: README.md (the Space's front matter), requirements.txt (pinned) and examples/.
+ood.npz), and from space/: README.md (the Space's front matter), requirements.txt (space/requirements.txt's packages and
+all their dependencies, pinned at the lock's versions) and examples/.
 ``--model DIR`` bundles another model folder instead of dermo/assets. The push creates the Space if needed
 (``sdk=gradio``) and uploads with ``huggingface_hub.upload_folder(repo_type="space")``.
 """
@@ -44,13 +45,65 @@ def build_space(out: str | Path, model: str | Path | None = None) -> Path:
     shutil.copytree(ROOT / "dermo", out / "dermo", ignore=shutil.ignore_patterns(
         "__pycache__", "*.pyc", "*.pyi", "assets"))
     shutil.copytree(model_dir, out / "dermo" / "assets", ignore=IGNORE)
-    for name in ("README.md", "requirements.txt"):
-        shutil.copy2(SPACE / name, out / name)
+    shutil.copy2(SPACE / "README.md", out / "README.md")
+    (out / "requirements.txt").write_text(space_requirements())
     shutil.copytree(SPACE / "examples", out / "examples", ignore=IGNORE)
     for name in ("LICENSE",):
         if (ROOT / name).is_file():
             shutil.copy2(ROOT / name, out / name)
     return out
+
+
+def _lock() -> dict[str, str]:
+    from packaging.utils import canonicalize_name
+
+    pins = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def space_requirements(top: str | Path = SPACE / "requirements.txt") -> str:
+    """The Space's requirements.txt: ``top`` (space/requirements.txt, the packages the app imports) and everything
+    they depend on, each pinned at the repository lock's version, so the Space installs exactly what the tests ran
+    with (pinning only the top level let pip take the newest fastapi, protobuf, ... on the Space). The dependency
+    tree is read from this environment's installed metadata (Linux, this Python; extras not followed), which must
+    match the lock."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    lock = _lock()
+    names = [Requirement(r).name for r in Path(top).read_text().splitlines() if r.strip() and not r.startswith("#")]
+    seen: dict[str, str] = {}
+    todo = [canonicalize_name(n) for n in names]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        if name not in lock:
+            raise ValueError(f"the Space needs {name}, which requirements.txt (the lock) does not pin")
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            raise ValueError(f"{name} is not installed here: install the lock (pip install --no-deps -r "
+                             "requirements.txt) before building the Space") from None
+        if dist.version != lock[name]:
+            raise ValueError(f"{name} {dist.version} is installed, the lock pins {lock[name]}: install the lock "
+                             "before building the Space")
+        seen[name] = lock[name]
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or req.marker.evaluate({"extra": ""}):
+                todo.append(canonicalize_name(req.name))
+    head = ("# DermoHelper Space (CPU), written by space/build.py: the packages of space/requirements.txt and all "
+            "they depend on,\n# pinned at the repository lock's versions. Gradio itself comes from sdk_version in "
+            "README.md (the same pin).\n")
+    return head + "".join(f"{n}=={v}\n" for n, v in sorted(seen.items()))
 
 
 def push_space(folder: str | Path, repo_id: str, token: str | None = None, private: bool = False,

@@ -351,6 +351,11 @@ def test_space_folder_is_complete_and_pinned(tmp_path):
     for r in reqs:
         name, version = r.split("==")
         assert lock[name.lower().replace("-", "_")] == version, r
+    # pinned all the way down: every package the Space's own list pulls in (gradio's fastapi, onnxruntime's
+    # protobuf, ...) has its line, so the Space cannot install a newer one than the tests ran with
+    from tests.space_env import canonical, closure, requirement_names
+
+    assert closure(requirement_names(ROOT / "space" / "requirements.txt")) == {canonical(r.split("==")[0]) for r in reqs}
     examples = sorted((out / "examples").glob("*.jpg"))
     assert len(examples) >= 2 and all(min(load_image(p).size) >= 64 for p in examples)
     with pytest.raises(FileNotFoundError, match="export"):
