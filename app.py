@@ -291,6 +291,19 @@ def on_new_photo(path: str | None):
     return WELCOME, None, gr.update(value=None, visible=False)
 
 
+# HAM10000's dx codes, for the examples' caption (file names end in _<dx>)
+DX_NAMES = {"nv": "benign naevus", "mel": "melanoma", "bkl": "benign keratosis", "bcc": "basal cell carcinoma",
+            "akiec": "actinic keratosis / Bowen's disease", "df": "dermatofibroma", "vasc": "vascular lesion"}
+
+
+def examples_label(paths: list[str]) -> str:
+    """The examples' caption, with each one's diagnosis: a visitor can see where the model is right and wrong (the
+    benign keratosis is High risk for the shipped model)."""
+    names = [DX_NAMES.get(Path(p).stem.rsplit("_", 1)[-1], "") for p in paths]
+    label = "Example images (HAM10000, CC BY-NC-SA 4.0)"
+    return label + (f"; their diagnoses, left to right: {', '.join(names)}" if all(names) else "")
+
+
 def _examples() -> list[str]:
     for d in (HERE / "examples", HERE / "space" / "examples"):
         if d.is_dir():
@@ -459,7 +472,7 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
                     mirror=False, constraints={"video": {"facingMode": {"ideal": "environment"}}})))
             run_btn = gr.Button("Analyse photo", variant="primary")
             if _examples():
-                gr.Examples(_examples(), inputs=photo, label="Example images (HAM10000, CC BY-NC-SA 4.0)",
+                gr.Examples(_examples(), inputs=photo, label=examples_label(_examples()),
                             api_visibility="private", elem_id="dh-examples")
         with gr.Column(min_width=300):
             verdict = gr.HTML(WELCOME, elem_id="dh-verdict")

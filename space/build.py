@@ -48,7 +48,7 @@ def build_space(out: str | Path, model: str | Path | None = None) -> Path:
     shutil.copy2(SPACE / "README.md", out / "README.md")
     (out / "requirements.txt").write_text(space_requirements())
     shutil.copytree(SPACE / "examples", out / "examples", ignore=IGNORE)
-    for name in ("LICENSE",):
+    for name in ("LICENSE", "LICENSE-MODELS"):  # code Apache-2.0; the weights and examples CC BY-NC-SA 4.0
         if (ROOT / name).is_file():
             shutil.copy2(ROOT / name, out / name)
     return out
@@ -123,7 +123,7 @@ def push_space(folder: str | Path, repo_id: str, token: str | None = None, priva
     try:
         api.create_repo(repo_id, repo_type="space", space_sdk="gradio", private=private, exist_ok=True)
         api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="space",
-                          commit_message="Update DermoHelper Space")
+                          commit_message="Update DermoHelper Space", ignore_patterns=[MARKER])
     except HfHubHTTPError as e:  # first: it is also an OSError (through requests.RequestException)
         raise PermissionError(f"the Hub refused the push to {repo_id}: {e}; check that the token can write "
                               "to that owner") from e

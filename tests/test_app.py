@@ -338,7 +338,7 @@ def test_space_folder_is_complete_and_pinned(tmp_path):
     out = build.build_space(tmp_path / "space", model)
     for rel in ("app.py", "README.md", "requirements.txt", "dermo/__init__.py", "dermo/inference.py",
                 "dermo/ood.py", "dermo/report_card.py", "dermo/assets/config.json",
-                "dermo/assets/model.safetensors", "examples/ATTRIBUTION.md"):
+                "dermo/assets/model.safetensors", "examples/ATTRIBUTION.md", "LICENSE", "LICENSE-MODELS"):
         assert (out / rel).is_file(), rel
     assert not list(out.rglob("__pycache__")) and not list(out.rglob("*.pyi"))
     meta = front_matter(out / "README.md")
