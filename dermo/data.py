@@ -217,7 +217,13 @@ def load_hf_dataset(source: str | Path = DEFAULT_DATA_DIR, split: str | None = N
         elif split is not None:
             raise FileNotFoundError(f"split manifest {manifest} not found")
         return ds
-    dsd = datasets.load_dataset(str(source), revision=revision)
+    if hub_layout:
+        # the parquet files themselves: datasets caches a local folder whose README lists `configs` by the files'
+        # relative paths, so a second folder of the same name and layout loaded the first one's rows from the cache
+        files = {s: sorted(str(f) for f in Path(source).glob(f"data/{s}-*.parquet")) for s in SPLITS}
+        dsd = datasets.load_dataset("parquet", data_files={s: f for s, f in files.items() if f})
+    else:
+        dsd = datasets.load_dataset(str(source), revision=revision)
     if split is None:
         return datasets.concatenate_datasets([dsd[k] for k in dsd])
     return dsd[split]

@@ -159,8 +159,8 @@ def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_
     metrics = json.loads((tiny_reports / "evaluation" / "tiny_test" / "metrics.json").read_text())
     results = {r.metric_type: r for r in card.data.eval_results}
     assert results["roc_auc"].dataset_split == "test"
-    if metrics["auroc"] is not None:
-        assert results["roc_auc"].metric_value == round(metrics["auroc"], 4)
+    assert metrics["auroc"] is not None  # the tiny test split holds both classes
+    assert results["roc_auc"].metric_value == round(metrics["auroc"], 4)
     assert results["recall"].metric_value == round(metrics["sensitivity"], 4)
     text = card.text
     for needle in ("Not a medical device", "doi:[10.1038/sdata.2018.161]", "10.7910/DVN/DBW86T", "1902.03368",
@@ -473,7 +473,9 @@ def test_dataset_dry_run_is_a_loadable_hub_layout(tiny_data, tiny_manifest, tmp_
     assert card.data.license == "cc-by-nc-sa-4.0"
     assert "10.1038/sdata.2018.161" in card.text and "lesion" in card.text
     # the same call a Hub id goes through (datasets.load_dataset(<repo>)), on the folder laid out like the repo
-    dsd = datasets.load_dataset(str(out))
+    # (re-read: datasets caches a local folder with README configs by relative paths, so an earlier run's folder
+    # of the same name would answer from the cache)
+    dsd = datasets.load_dataset(str(out), download_mode="force_redownload")
     assert set(dsd) == {"train", "validation", "test"}
     for split, ds in dsd.items():
         assert sorted(ds["image_id"]) == sorted(man.loc[man["split"] == split, "image_id"])
@@ -486,6 +488,13 @@ def test_dataset_dry_run_is_a_loadable_hub_layout(tiny_data, tiny_manifest, tmp_
 
     test = load_hf_dataset(out, split="test")
     assert sorted(test["image_id"]) == sorted(man.loc[man["split"] == "test", "image_id"])
+    assert test.features["label"].names == ["benign", "malignant"]
+    # a second folder of the same name and layout, with other rows, is read as itself (not from the cache)
+    other = tmp_path / "again" / "ds"
+    hub.write_dataset_folder(hub.build_dataset_dict(tiny_data, tiny_manifest).map(
+        lambda r: {"image_id": "X" + r["image_id"]}), other, "dermotest/ham10000", tiny_manifest)
+    again = load_hf_dataset(other, split="test")
+    assert sorted(again["image_id"]) == sorted("X" + i for i in man.loc[man["split"] == "test", "image_id"])
     # embedded: the folder works without the source images
     import pyarrow.parquet as pq
 
