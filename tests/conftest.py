@@ -26,10 +26,20 @@ def make_tiny_folder(dest: Path, n_benign: int = 24, n_malignant: int = 16, with
     rows = []
     for label, n in ((0, n_benign), (1, n_malignant)):
         sub = meta[meta["label"] == label].sort_values("image_id")
-        # whole lesions, so multi-image lesions are present
-        lesions = sub["lesion_id"].drop_duplicates().head(n)
-        rows.append(sub[sub["lesion_id"].isin(lesions)].head(n))
+        # whole lesions, about half the images from lesions with several (so that splits, bootstraps and grouped
+        # metrics have lesions to keep together), the rest single-image lesions, exactly n images
+        size = sub["lesion_id"].value_counts()
+        order = sub["lesion_id"].drop_duplicates()
+        picked, count = [], 0
+        for lid in order[order.map(size).between(2, 3)]:
+            if count + size[lid] > n // 2:
+                break
+            picked.append(lid)
+            count += int(size[lid])
+        singles = list(order[order.map(size) == 1][: n - count])
+        rows.append(sub[sub["lesion_id"].isin(picked + singles)])
     tiny = pd.concat(rows).reset_index(drop=True)
+    assert len(tiny) == n_benign + n_malignant and tiny["lesion_id"].nunique() < len(tiny), "tiny folder"
     (dest / "images").mkdir(parents=True, exist_ok=True)
     for f in tiny["file_name"]:
         shutil.copy(src / f, dest / f)

@@ -80,6 +80,11 @@ def test_metrics_match_direct_computation(tiny_model, tiny_data):
     m = evaluate_logits(df["label"], logits, cfg, df, n_boot=20)
     p = M.apply_temperature(logits, 2.0)
     assert m["auroc"] == pytest.approx(M.auroc(df["label"], p))
+    # the intervals resample lesions (the tiny folder has lesions of 2 and 3 images), not images
+    assert df["lesion_id"].nunique() < len(df)
+    by_lesion = M.bootstrap_ci(M.auroc, df["label"], p, groups=df["lesion_id"], n_boot=20, seed=0)
+    by_image = M.bootstrap_ci(M.auroc, df["label"], p, n_boot=20, seed=0)
+    assert m["auroc_ci"] == pytest.approx(list(by_lesion)) and by_lesion != pytest.approx(by_image)
     assert m["sensitivity"] == pytest.approx(M.confusion_at(df["label"], p, 0.4)["sensitivity"])
     assert m["ece"]["after"] == pytest.approx(M.expected_calibration_error(df["label"], p))
     assert m["ece"]["before"] == pytest.approx(M.expected_calibration_error(df["label"], M.apply_temperature(logits)))
@@ -216,6 +221,11 @@ def test_tta_averages_flips(tiny_model, tiny_data):
     plain = compute_logits(pred, paths)
     tta = compute_logits(pred, paths, tta=True)
     assert tta.shape == plain.shape and not np.allclose(tta, plain)
+    # by hand: the mean of the logits of the image, its mirror image and its upside-down image (NCHW)
+    x = pred.preprocess(paths)
+    want = sum(pred.forward(np.ascontiguousarray(v))[0] for v in (x, x[..., ::-1], x[..., ::-1, :])) / 3
+    np.testing.assert_allclose(plain, pred.forward(x)[0], atol=1e-5)
+    np.testing.assert_allclose(tta, want, atol=1e-5)
 
 
 def test_training_and_models_report(tiny_model, tiny_data, tiny_manifest, tmp_path):

@@ -208,3 +208,37 @@ def test_an_export_that_disagrees_with_pytorch_is_refused(tiny_model_dir, tiny_d
         E.export_bundle(tiny_model_dir, out, variant="fp32", parity_images=4, val_images=4, data_dir=tiny_data,
                         manifest=tiny_manifest, latency_runs=1)
     assert not (out / "model.onnx").exists()
+
+
+def test_the_shipped_onnx_reproduces_its_committed_weights():
+    """dermo/assets/model.onnx (the variant users get) against the PyTorch weights it was exported from, committed
+    under models/: on real test images its logits, attention and embedding stay within what its config records
+    for 64 test images (the export's own parity check), and every image keeps its band."""
+    from tests.conftest import require_shared
+
+    from dermo.data import load_split, preprocess
+    from dermo.inference import BUNDLED_MODEL_DIR, band_of
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = json.loads((BUNDLED_MODEL_DIR / "config.json").read_text())
+    source = [d for d in (root / "models").glob("*/*") if (d / "model.safetensors").is_file()
+              and sha256_file(d / "model.safetensors") == cfg["source_sha256"]]
+    assert source, "the shipped model's source weights are not committed under models/"
+    shared = require_shared()
+    rows = load_split(shared, "test").head(16)
+    model = load_model(str(source[0]))
+    x = np.stack([preprocess(shared / "images" / f"{i}.jpg", model.config) for i in rows["image_id"]])
+    from dermo.export import run_torch
+
+    ref = run_torch(model, x)
+    pred = Predictor()
+    logits, att, emb = pred.forward(x)
+    parity = cfg["parity"][cfg["onnx_variant"]]
+    # recorded over 64 images; these 16 are among them (the first of the test split), so the bound holds
+    assert np.abs(logits - ref["logits"]).max() <= parity["logits_max_abs_diff"] + 1e-6
+    assert np.abs(att - ref["attention"]).max() <= parity["attention_max_abs_diff"] + 1e-6
+    assert np.abs(emb - ref["embedding"]).max() <= parity["embedding_max_abs_diff"] + 1e-6
+    c = pred.config
+    ref_p = pred.probabilities(ref["logits"])
+    assert [band_of(float(p), c.band_low, c.band_high) for p in ref_p] == [
+        band_of(float(p), c.band_low, c.band_high) for p in pred.probabilities(logits)]

@@ -9,6 +9,8 @@ from dermo.inference import (BUNDLED_MODEL_DIR, ModelIntegrityError, Predictor, 
                              format_probability, sha256_file)
 from tests.conftest import require_shared
 
+ROOT = BUNDLED_MODEL_DIR.parent.parent
+
 
 def test_format_probability_never_claims_certainty():
     assert format_probability(0.0) == "<0.1%" and format_probability(0.0004) == "<0.1%"
@@ -47,6 +49,20 @@ def test_bundled_model_predicts_real_images():
         assert 0.0 <= p.probability <= 1.0 and p.band == band_of(p.probability, cfg["band_low"], cfg["band_high"])
         assert p.attention.ndim == 2 and p.attention.sum() == pytest.approx(1.0, abs=1e-3)
         assert p.embedding is not None and np.isfinite(p.embedding).all()
+    # the served probability is the committed evaluation's (same model file, sha256 recorded there): the
+    # temperature and logit bias in config.json are applied, p = sigmoid((l1 - l0) / T + b)
+    import pandas as pd
+
+    ev = ROOT / "reports" / "evaluation" / "shipped-test"
+    assert json.loads((ev / "metrics.json").read_text())["source"]["sha256"] == cfg["sha256"]
+    rows = pd.read_csv(ev / "predictions.csv", dtype={"image_id": str}).head(6)
+    got = pred.predict_batch([shared / "images" / f"{i}.jpg" for i in rows["image_id"]])
+    np.testing.assert_allclose([g.probability for g in got], rows["probability"], atol=1e-5)
+    assert [g.band for g in got] == list(rows["band"])
+    lg = np.array([g.logits for g in got])
+    assert abs(cfg["logit_bias"]) > 0.1  # so that leaving the calibration out would fail the line above
+    want = 1 / (1 + np.exp(-((lg[:, 1] - lg[:, 0]) / cfg["temperature"] + cfg["logit_bias"])))
+    np.testing.assert_allclose([g.probability for g in got], want, atol=1e-6)
 
 
 def test_a_pil_image_is_preprocessed_as_its_file_would_be(tmp_path):

@@ -18,22 +18,50 @@ def tiny_cfg(tiny_data, tiny_manifest, out, **kw) -> RunConfig:
     return RunConfig().override(**base)
 
 
+def assert_best_is_first_max(result: dict, out) -> list[dict]:
+    """The kept ("best") epoch is the first epoch of highest validation AUROC in the run's history (strict >: a later
+    tie does not replace it), and the reported validation metrics are that epoch's."""
+    hist = json.loads((out / "history.json").read_text())
+    aurocs = [h["val_auroc"] for h in hist]
+    first_max = aurocs.index(max(aurocs))
+    assert result["best_epoch"] == hist[first_max]["epoch"], (result["best_epoch"], aurocs)
+    assert result["validation"]["auroc"] == max(aurocs)
+    assert result["validation"]["score"] == hist[first_max]["val_score"]
+    return hist
+
+
+def assert_loss_is_the_weighted_sum(hist: list[dict], cfg: RunConfig) -> None:
+    """Every epoch's logged loss is alpha*focal + beta*KD + gamma*attention of the run's config: each term is a mean
+    over the same steps, so the weighted sum of the means is the mean of the weighted sums (up to fp32 rounding)."""
+    a, b, g = cfg.distill.alpha, cfg.distill.beta, cfg.distill.gamma
+    assert len({a, b, g}) == 3  # all different, or a swap of two would go unseen
+    for h in hist:
+        assert h["train_kd"] > 0 and h["train_att"] > 0
+        assert h["train_loss"] == pytest.approx(a * h["train_cls"] + b * h["train_kd"] + g * h["train_att"],
+                                                rel=1e-5, abs=1e-8), h
+
+
 def test_teacher_student_distill_resume(tiny_data, tiny_manifest, tmp_path):
     teacher = run(tiny_cfg(tiny_data, tiny_manifest, tmp_path / "teacher", tta=True))
     assert (tmp_path / "teacher" / "best" / "model.safetensors").is_file()
-    assert 0.0 <= teacher["validation"]["auroc"] <= 1.0
+    assert teacher["epochs_run"] == 2
+    assert_best_is_first_max(teacher, tmp_path / "teacher")
     saved = json.loads((tmp_path / "teacher" / "run_config.json").read_text())
     assert saved["model"]["backbone"] == "test_efficientnet" and saved["train"]["tta"] is True
 
     # MAG-KD student at a smaller size than the teacher (attention maps of different sizes are aligned)
     cfg = tiny_cfg(tiny_data, tiny_manifest, tmp_path / "student", img_size=48,
-                   teacher=str(tmp_path / "teacher" / "best"), epochs=1)
+                   teacher=str(tmp_path / "teacher" / "best"), epochs=1, alpha=0.6, beta=0.25, gamma=0.15)
     first = run(cfg)
     hist = json.loads((tmp_path / "student" / "history.json").read_text())
-    assert hist[0]["train_kd"] > 0 and hist[0]["train_att"] >= 0
+    assert len(hist) == 1
+    assert_loss_is_the_weighted_sum(hist, cfg)
     # resume: continue the same run to 2 epochs from its saved state
     second = run(cfg.override(epochs=2, resume="latest"))
     assert second["epochs_run"] == 2 and first["epochs_run"] == 1
+    hist = assert_best_is_first_max(second, tmp_path / "student")  # the history carried over the resume
+    assert len(hist) == 2
+    assert_loss_is_the_weighted_sum(hist, cfg)
     model = load_model(str(tmp_path / "student" / "best"))
     x = torch.randn(2, 3, 48, 48)
     out = model.eval()(x)
@@ -47,7 +75,18 @@ def test_a_run_continued_to_more_epochs_keeps_its_schedule(tiny_data, tiny_manif
         return [h["lr_end"] for h in json.loads((out / "history.json").read_text())]
 
     straight = tmp_path / "straight"
-    run(tiny_cfg(tiny_data, tiny_manifest, straight, epochs=2))
+    straight_cfg = tiny_cfg(tiny_data, tiny_manifest, straight, epochs=2)
+    res = run(straight_cfg)
+    assert_best_is_first_max(res, straight)
+    # best/ holds the weights of that epoch: scored again from disk, it gives the reported validation AUROC
+    from dermo import metrics as M
+    from dermo.models import predict_logits
+    from dermo.training import load_arrays
+
+    va_x, va_y, _ = load_arrays(straight_cfg, "validation", straight_cfg.model.img_size)
+    best = load_model(str(straight / "best")).eval()
+    logits, _ = predict_logits(best, va_x, best.config)
+    assert M.auroc(va_y, torch.softmax(logits.float(), 1)[:, 1].numpy()) == pytest.approx(res["validation"]["auroc"])
     staged = tiny_cfg(tiny_data, tiny_manifest, tmp_path / "staged", epochs=1, schedule_epochs=2)
     run(staged)
     run(staged.override(epochs=2, resume="latest"))
@@ -124,7 +163,7 @@ def test_cached_teacher_outputs_memory_and_file(tiny_data, tiny_manifest, tmp_pa
         return orig(self, x)
 
     cfg = tiny_cfg(tiny_data, tiny_manifest, tmp_path / "s_mem", img_size=48, teacher=teacher, epochs=2,
-                   teacher_cache="memory")
+                   teacher_cache="memory", alpha=0.5, beta=0.3, gamma=0.2)
     Mo.LesionClassifier.forward = counting
     try:
         mem = run(cfg)
@@ -133,8 +172,9 @@ def test_cached_teacher_outputs_memory_and_file(tiny_data, tiny_manifest, tmp_pa
     n_train = len(__import__("dermo.data", fromlist=["load_split"]).load_split(str(tiny_data), "train",
                                                                                  str(tiny_manifest)))
     assert calls["n"] == n_train  # once per image for two epochs, not once per batch per epoch
-    hist = json.loads((tmp_path / "s_mem" / "history.json").read_text())
-    assert all(h["train_kd"] > 0 and h["train_att"] > 0 for h in hist) and mem["epochs_run"] == 2
+    hist = assert_best_is_first_max(mem, tmp_path / "s_mem")
+    assert len(hist) == 2 and mem["epochs_run"] == 2
+    assert_loss_is_the_weighted_sum(hist, cfg)  # the loss of the cached teacher's outputs, weighted as configured
 
     cache = tmp_path / "cache" / "teacher.pt"
     run(cfg.override(output_dir=str(tmp_path / "s_file"), teacher_cache=str(cache), epochs=1))
