@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
@@ -375,6 +376,19 @@ def data_facts(manifest: str | Path = DEFAULT_MANIFEST, data_dir: str | Path = D
 
 
 # ----------------------------------------------------------------------------------------------------- model card
+def count_parameters(path: str | Path) -> int:
+    """Learned parameters in a ``model.safetensors`` (BatchNorm running statistics and counters left out), read
+    from the file's header: the same number as ``sum(p.numel() for p in model.parameters())``."""
+    from safetensors import safe_open
+
+    n = 0
+    with safe_open(str(path), framework="numpy") as f:
+        for k in f.keys():
+            if not k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+                n += int(np.prod(f.get_slice(k).get_shape()))
+    return n
+
+
 @dataclass
 class ModelInfo:
     """What a card needs to know about the pushed model (read from its files, never typed)."""
@@ -384,6 +398,7 @@ class ModelInfo:
     onnx_config: dict[str, Any] | None = None  # the ONNX config.json (with sha256, onnx_variant)
     onnx_files: dict[str, int] = field(default_factory=dict)  # name -> bytes
     safetensors_sha256: str | None = None
+    n_parameters: int | None = None  # count_parameters() of model.safetensors
     has_safetensors: bool = True
     paths: set[str] = field(default_factory=set)  # the local folders pushed (match evaluations by model path)
     teacher_of: dict[str, Any] | None = None  # teacher_membership(): the student this model taught, and with whom
@@ -486,36 +501,56 @@ def _training_details(info: ModelInfo) -> str:
 
 
 def _usage(repo_id: str, info: ModelInfo) -> str:
+    """The card's code: each block runs as it stands (a test executes them on a dry-run folder). The preprocessing
+    is spelled out, since another resize changes the answers (Pillow's default, bicubic, moved 5% of the shipped
+    model's test images to another band)."""
     s = info.config.get("img_size", 224)
     parts = ["```python\n# PyTorch: weights through huggingface_hub's PyTorchModelHubMixin (dermohelper package)\n"
-             "from dermo.models import load_model  # LesionClassifier.from_pretrained(..., strict=True)\n"
-             f'model = load_model("{repo_id}").eval()\n'
-             "out = model(pixel_values)  # (B, 3, %d, %d) normalised with config.json mean/std\n"
+             "import torch\n"
+             "from dermo.data import preprocess  # upright (EXIF), RGB, bilinear resize, config.json's mean/std\n"
              "from dermo.metrics import apply_temperature  # sigmoid((z1 - z0) / temperature + logit_bias)\n"
-             "p_malignant = apply_temperature(out.logits.detach().numpy(), model.config.temperature, "
-             "model.config.logit_bias)\n" % (s, s)]
+             "from dermo.models import load_model  # LesionClassifier.from_pretrained(..., strict=True)\n\n"
+             f'model = load_model("{repo_id}").eval()\n'
+             f'pixel_values = torch.from_numpy(preprocess("lesion.jpg", model.config))[None]  # (1, 3, {s}, {s})\n'
+             "with torch.no_grad():\n    out = model(pixel_values)  # out.logits (1, 2), out.attention (1, h, w)\n"]
+    if ((info.run_config or {}).get("train") or {}).get("tta"):
+        parts[0] += ("    # the figures above average flip test-time augmentation (dermo.evaluate --tta):\n"
+                     "    logits = sum(model(v).logits for v in (pixel_values, pixel_values.flip(-1), "
+                     "pixel_values.flip(-2))) / 3\n")
+    else:
+        parts[0] += "    logits = out.logits\n"
+    parts[0] += ("p_malignant = float(apply_temperature(logits.numpy(), model.config.temperature, "
+                 "model.config.logit_bias)[0])\n")
     if not info.config.get("calibrated"):
         c = info.config
         parts[0] += (f"# not calibrated: config.json keeps temperature {c.get('temperature', 1.0):g}, threshold "
-                     f"{c.get('threshold', 0.5):g} and bands {c.get('band_low', 0.2):g}/{c.get('band_high', 0.6):g}; "
-                     "the figures above fit them on validation\n# (python -m dermo.evaluate --split validation "
-                     "--calibrate on a copy of the downloaded folder)\n")
-    if ((info.run_config or {}).get("train") or {}).get("tta"):
-        parts[0] += ("# evaluated with flip test-time augmentation: average the logits of x, x.flip(-1) and "
-                     "x.flip(-2) (dermo.evaluate --tta)\n")
+                     f"{c.get('threshold', 0.5):g} and bands {c.get('band_low', 0.2):g}/{c.get('band_high', 0.6):g}, "
+                     "so this p_malignant is the raw one;\n# the figures above were computed at the calibration "
+                     "that 'Calibration of these figures' gives: pass those values to apply_temperature\n")
     parts[0] += "```"
     if info.onnx_files:
         variant = (info.onnx_config or {}).get("onnx_variant", "fp32")
         parts.append(f"```python\n# ONNX Runtime (no PyTorch): the {variant} file under onnx/, with its config.json\n"
-                     "from dermo.inference import Predictor\n"
+                     "from dermo.inference import Predictor\n\n"
                      f'pred = Predictor.from_pretrained("{repo_id}")  # downloads, checks sha256\n'
-                     'print(pred.predict("lesion.jpg").to_dict())  # probability, band, logits\n\n'
-                     "# or by hand\nimport onnxruntime as ort\nfrom huggingface_hub import hf_hub_download\n"
+                     'print(pred.predict("lesion.jpg").to_dict())  # probability, band, logits\n```')
+        parts.append("```python\n# ONNX by hand, without the dermohelper package\n"
+                     "import json\n\nimport numpy as np\nimport onnxruntime as ort\n"
+                     "from huggingface_hub import hf_hub_download\nfrom PIL import Image, ImageOps\n\n"
+                     f'cfg = json.load(open(hf_hub_download("{repo_id}", "onnx/config.json")))\n'
                      f'sess = ort.InferenceSession(hf_hub_download("{repo_id}", "onnx/model.onnx"))\n'
-                     f"# x: float32 (B, 3, {s}, {s}), resized and normalised with onnx/config.json's mean/std\n"
-                     'logits, attention = sess.run(["logits", "attention"], {"pixel_values": x})[:2]\n```')
+                     "size = cfg[\"img_size\"]  # resize BILINEAR, as in training: another filter changes the answers\n"
+                     'img = ImageOps.exif_transpose(Image.open("lesion.jpg")).convert("RGB").resize((size, size), '
+                     "Image.BILINEAR)\n"
+                     'x = (np.asarray(img, np.float32) / 255 - np.float32(cfg["mean"])) / np.float32(cfg["std"])\n'
+                     "x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)  # (1, 3, size, size)\n"
+                     'logits, attention = sess.run(["logits", "attention"], {"pixel_values": x})\n'
+                     'z = (logits[0, 1] - logits[0, 0]) / cfg["temperature"] + cfg.get("logit_bias", 0.0)\n'
+                     "p_malignant = float(1 / (1 + np.exp(-z)))\n"
+                     'band = "low" if p_malignant < cfg["band_low"] else "high" if p_malignant >= cfg["band_high"] '
+                     'else "medium"\n```')
     parts.append("```python\n# The Gradio app's API (a running DermoHelper Space or `python app.py`)\n"
-                 "from gradio_client import Client, handle_file\n"
+                 "from gradio_client import Client, handle_file\n\n"
                  'client = Client("http://127.0.0.1:7860/")  # or the Space id\n'
                  'result = client.predict(handle_file("lesion.jpg"), api_name="/predict")\n```')
     return "\n\n".join(parts)
@@ -585,9 +620,15 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
     s = []
     s.append(f"# {model_name}: skin-lesion malignancy triage, {_role(info)}")
     s.append(f"> **Not a medical device. Not a diagnosis.** {DISCLAIMER}")
-    s.append("Given a photo of one skin lesion, the model returns a calibrated probability that it is malignant "
-             "(melanoma, basal cell carcinoma, actinic keratosis / Bowen's disease), a Low / Medium / High risk band "
-             "and the attention map it pooled its features with. "
+    s.append("Given a photo of one skin lesion, the model returns "
+             + ("a calibrated probability that it is malignant (melanoma, basal cell carcinoma, actinic keratosis / "
+                "Bowen's disease), a Low / Medium / High risk band "
+                if serve.get("calibrated") else
+                "a probability that it is malignant (melanoma, basal cell carcinoma, actinic keratosis / Bowen's "
+                "disease) that is **not calibrated** in this repository's `config.json` (its threshold and Low / "
+                "Medium / High band edges are defaults: see Model details and the calibration the figures below "
+                "were computed at) ")
+             + "and the attention map it pooled its features with. "
              + ("It taught the model behind the DermoHelper app." if info.teacher_of else
                 "It is the model behind the DermoHelper app."))
     if info.teacher_of:
@@ -606,6 +647,7 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                f"{'yes' if serve.get('calibrated') else 'no (interim defaults, ' + NOT_MEASURED + ')'}"]
     if info.has_safetensors:
         details.append("- `model.safetensors` + `config.json`: PyTorch weights (PyTorchModelHubMixin layout)"
+                       + (f", {info.n_parameters:,} parameters" if info.n_parameters else "")
                        + (f", sha256 `{info.safetensors_sha256}`" if info.safetensors_sha256 else ""))
     for fname, size in sorted(info.onnx_files.items()):
         details.append(f"- `onnx/{fname}`: {size / 1e6:.2f} MB" + (

@@ -231,7 +231,8 @@ def load_hf_dataset(source: str | Path = DEFAULT_DATA_DIR, split: str | None = N
 
 # ---------------------------------------------------------------------------------------------------- preprocessing
 def resize(img, size: int) -> np.ndarray:
-    """RGB PIL image -> uint8 array (size, size, 3), bilinear with antialiasing (PIL's default for resize)."""
+    """RGB PIL image -> uint8 array (size, size, 3), bilinear (Pillow's bilinear filter, which antialiases when it
+    shrinks; not Pillow's default for resize, bicubic: a model is only right with the filter it was trained on)."""
     from PIL import Image
 
     return np.asarray(img.resize((size, size), Image.BILINEAR), dtype=np.uint8)

@@ -191,7 +191,7 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
 
     ``teacher_of``: the MAG-KD student folder this model taught (alone or in an ensemble); the card says so.
     """
-    from .cards import LICENSE_NOTE, ModelInfo, build_model_card, load_reports, teacher_membership
+    from .cards import LICENSE_NOTE, ModelInfo, build_model_card, count_parameters, load_reports, teacher_membership
 
     if model_dir is None and onnx_dir is None:
         raise ValueError("give the save_pretrained folder (--model) and/or an ONNX folder (--onnx)")
@@ -216,7 +216,8 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
         run_cfg = json.loads((model_dir / RUN_CONFIG_NAME).read_text()) if (model_dir / RUN_CONFIG_NAME).is_file() \
             else None
         info = ModelInfo(config=json.loads((model_dir / CONFIG_NAME).read_text()), run_config=run_cfg,
-                         safetensors_sha256=sha256_file(model_dir / SAFETENSORS_NAME), paths={str(model_dir)})
+                         safetensors_sha256=sha256_file(model_dir / SAFETENSORS_NAME),
+                         n_parameters=count_parameters(model_dir / SAFETENSORS_NAME), paths={str(model_dir)})
 
     if onnx_dir is not None:
         onnx_dir = Path(onnx_dir)

@@ -168,9 +168,14 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, repo_id: str, revision: str | None = None, **kwargs) -> "Predictor":
-        """Download (or reuse the cached copy of) a model from the Hugging Face Hub; see ``dermo.hub``."""
+        """Download (or reuse the cached copy of) a model from the Hugging Face Hub; see ``dermo.hub``. A local
+        folder laid out like the Hub repository (a download, a ``push-model --dry-run`` folder) is used as it is:
+        its ``onnx/`` model when it has one."""
         from .hub import pull_model
 
+        local = Path(repo_id)
+        if revision is None and local.is_dir():
+            return cls(local / "onnx" if (local / "onnx" / "model.onnx").is_file() else local, **kwargs)
         return cls(pull_model(repo_id, revision=revision), **kwargs)
 
     # --------------------------------------------------------------------------------------------------- info

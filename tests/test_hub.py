@@ -666,7 +666,8 @@ def test_card_usage_of_a_calibrated_tta_model(tiny_model, tmp_path):
     (model / "run_config.json").write_text(json.dumps(rc))
     out = hub.push_model(model, REPO, reports_dir=tmp_path / "no_reports", dry_run_dir=tmp_path / "dry")
     usage = ModelCard.load(out / "README.md").text.split("## How to use", 1)[1]
-    assert "not calibrated" not in usage and "x.flip(-1) and x.flip(-2) (dermo.evaluate --tta)" in usage
+    assert "not calibrated" not in usage and "flip test-time augmentation (dermo.evaluate --tta)" in usage
+    assert "pixel_values.flip(-1), pixel_values.flip(-2)" in usage
 
 
 def test_an_evaluation_of_other_weights_at_the_same_path_is_not_this_models(tmp_path):
@@ -681,3 +682,49 @@ def test_an_evaluation_of_other_weights_at_the_same_path_is_not_this_models(tmp_
         "no_sha_recorded": {"source": {"model": path}, "auroc": 0.8},
         "other_model": {"source": {"model": str(tmp_path / "x"), "sha256": "b" * 64}, "auroc": 0.7}})
     assert set(match_evaluations(reports, {sha}, {path})) == {"this", "no_sha_recorded"}
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_the_cards_code_runs_as_written(tiny_model, tiny_onnx, tiny_reports, tiny_data, tmp_path, monkeypatch, tta):
+    """Every Python block of the card, run as it stands on a dry-run folder in place of the repository (its id
+    replaced by the folder; hf_hub_download, the network boundary, reads that folder): the PyTorch, the Predictor
+    and the by-hand ONNX code give the app's probability for the same photo (the by-hand code resizes as training
+    did). The gradio_client block needs a running app: test_app's API tests call it so."""
+    import re
+    import shutil
+
+    import huggingface_hub
+
+    from dermo.config import RunConfig
+    from dermo.inference import Predictor
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model, model)
+    RunConfig().override(backbone="test_efficientnet", img_size=64, tta=tta).save(model / "run_config.json")
+    out = hub.push_model(model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, dry_run_dir=tmp_path / "dry")
+    card = (out / "README.md").read_text()
+    assert f"{sum(p.numel() for p in load_model(str(model)).parameters()):,} parameters" in card
+    blocks = re.findall(r"```python\n(.*?)```", card, re.S)
+    assert len(blocks) == 4 and "gradio_client" in blocks[-1]
+    photo = sorted((tiny_data / "images").glob("*.jpg"))[0]
+    shutil.copy(photo, tmp_path / "lesion.jpg")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, **k: str(Path(repo) / name))
+    want = Predictor(tiny_onnx).predict(photo)
+    got = []
+    for code in blocks[:3]:
+        ns: dict = {}
+        exec(compile(code.replace(f'"{REPO}"', repr(str(out))), "card", "exec"), ns)  # noqa: S102
+        got.append(ns)
+    if tta:  # the PyTorch block averages flips, as the card's figures do
+        from dermo.evaluate import compute_logits
+        from dermo.metrics import apply_temperature
+
+        c = Predictor(tiny_onnx).config
+        flip = apply_temperature(compute_logits(Predictor(tiny_onnx), [str(photo)], tta=True), c.temperature,
+                                 c.logit_bias)[0]
+        assert "flip(-1)" in blocks[0] and got[0]["p_malignant"] == pytest.approx(flip, abs=1e-5)
+    else:
+        assert "flip" not in blocks[0] and got[0]["p_malignant"] == pytest.approx(want.probability, abs=1e-5)
+    assert "probability" in repr(got[1]["pred"].predict("lesion.jpg").to_dict())
+    assert got[2]["p_malignant"] == pytest.approx(want.probability, abs=1e-5) and got[2]["band"] == want.band

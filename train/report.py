@@ -59,8 +59,8 @@ PUBLISHED = {
 }
 ISSUE3_TARGETS = {"magkd_auroc": 0.94, "magkd_sensitivity": 0.90, "magkd_specificity": 0.80,
                   "distillation_gain": 0.02}
-DEFAULT_NOTE = ("reduced CPU run (train/cpu_reduced.sh: 128 px, 3 epochs, 2 shared CPU cores); the full GPU run "
-                "is pending")
+DEFAULT_NOTE = ("runs of unrecorded origin (no --note was given: name the script, machine and budget that "
+                "trained them)")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
