@@ -311,6 +311,66 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
         sys.modules.pop("app", None)
 
 
+def test_result_contents_lesion_check_and_file_lifetimes(tmp_path, tiny_data, tiny_manifest, monkeypatch):
+    """What the API result and the card say, field by field, for a model with the not-a-lesion statistics (every
+    other app test runs a model without them), and how long files stay: the page's figure is the code's."""
+    import numpy as np
+
+    from dermo.inference import BAND_TEXT, bands_text, format_banded
+    from dermo.ood import fit_for_model
+
+    model = make_tiny_model(tmp_path / "m")
+    fit_for_model(model, data_dir=tiny_data, manifest=tiny_manifest, components=4)
+    monkeypatch.setenv("DERMO_MODEL", str(model))
+    monkeypatch.delenv("DERMO_CACHE_TTL", raising=False)
+    sys.modules.pop("app", None)
+    monkeypatch.syspath_prepend(str(ROOT))
+    app = importlib.import_module("app")
+    try:
+        assert app.OOD is not None
+        photo = str(good_images(tiny_data, 1)[0])
+        r = app.predict(photo)
+        assert r["quality"]["ok"] and r["quality"]["lesion_check"] is True
+        assert r["band_text"] == BAND_TEXT[r["band"]]
+        pred = app.PREDICTOR.predict(app.open_upload(photo))
+        assert r["heatmap"] == np.round(np.asarray(pred.attention, np.float64), 6).tolist()
+        low, high = r["band_edges"]["low"], r["band_edges"]["high"]
+        for p, band in ((low / 2, "low"), ((low + high) / 2, "medium"), ((high + 1) / 2, "high")):  # each band's words
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setattr(app.PREDICTOR, "predict", lambda img, p=p: dataclasses.replace(pred, probability=p))
+                r = app.predict(photo)
+                assert r["band"] == band and r["band_text"] == BAND_TEXT[band]
+                html = app.analyze_ui(photo)[0]
+                assert bands_text(*format_banded(r["probability"], low, high)[1:]) in html
+                assert BAND_TEXT[band] in html and f"{band.capitalize()} risk" in html
+        # the statistics are used: a threshold this photo's embedding exceeds turns the verdict into a retake
+        score = app.OOD.score(pred.embedding[None])[0]
+        monkeypatch.setattr(app.OOD, "threshold", float(score) * 0.5)
+        r = app.predict(photo)
+        assert r["quality"]["codes"] == ["not_skin"] and r["band"] is None and r["probability"] is None
+        html = app.analyze_ui(photo)[0]
+        assert app.RETAKE in html and r["quality"]["reasons"][0] in html
+        # a retake card says why
+        small = tmp_path / "small.png"
+        Image.new("RGB", (40, 30), (180, 120, 100)).save(small)
+        r = app.predict(str(small))
+        assert r["quality"]["codes"] == ["too_small"] and r["quality"]["reasons"][0] in app.analyze_ui(str(small))[0]
+        # files: deleted at the first sweep after the cache's lifetime, and the page says that long
+        assert (app.CACHE_TTL, app.SWEEP_S, app.KEPT_S) == (300, 60, 360)
+        notes = [b.value for b in app.demo.blocks.values() if isinstance(getattr(b, "value", None), str)
+                 and "deleted from the server within" in b.value]
+        assert len(notes) == 1 and "within 6 minutes" in notes[0]
+        old, new = app._TMP / "old", app._TMP / "new"
+        for d in (old, new):
+            d.mkdir()
+            (d / "card.png").write_bytes(b"x")
+        os.utime(old, (time.time() - app.REPORT_TTL - 5,) * 2)
+        app._sweep()
+        assert not old.exists() and new.exists()
+    finally:
+        sys.modules.pop("app", None)
+
+
 # ------------------------------------------------------------------------------------------------------ the Space
 def load_build():
     spec = importlib.util.spec_from_file_location("space_build", ROOT / "space" / "build.py")
