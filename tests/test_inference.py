@@ -5,8 +5,8 @@ import shutil
 import numpy as np
 import pytest
 
-from dermo.inference import (BUNDLED_MODEL_DIR, ModelIntegrityError, Predictor, band_of, format_banded,
-                             format_probability, sha256_file)
+from dermo.inference import (BUNDLED_MODEL_DIR, ModelIntegrityError, Prediction, Predictor, band_of, bands_text,
+                             format_banded, format_probability, reported, sha256_file)
 from tests.conftest import require_shared
 
 ROOT = BUNDLED_MODEL_DIR.parent.parent
@@ -16,6 +16,9 @@ def test_format_probability_never_claims_certainty():
     assert format_probability(0.0) == "<0.1%" and format_probability(0.0004) == "<0.1%"
     assert format_probability(0.0876) == "8.8%" and format_probability(1.0) == ">99.9%"
     assert format_probability(0.0004, 2) == "0.04%" and format_probability(0.999996, 3) == ">99.999%"
+    # the floor itself can be told from zero (and 1 - floor from one): only values beyond it get "<" / ">"
+    assert format_probability(0.001) == "0.1%" and format_probability(0.999) == "99.9%"
+    assert format_probability(0.0001, 2) == "0.01%" and format_probability(0.9999, 2) == "99.99%"
 
 
 def test_shown_probability_and_band_edges_never_contradict_the_band():
@@ -33,6 +36,51 @@ def test_shown_probability_and_band_edges_never_contradict_the_band():
             assert shown >= hi, p
         else:
             assert lo <= shown < hi, p
+
+
+def test_a_high_edge_above_one_means_no_high_band():
+    """A model whose validation scores leave no High edge (high > 1) shows no "High from 150.0%" edge."""
+    assert format_banded(0.5, 0.1, 1.5) == ("50.0%", "10.0%", None)
+    assert format_banded(0.5, 0.1, 1.0)[2] == "100.0%"  # an edge of exactly 1 is still an edge
+    assert bands_text("10.0%", None) == "Low below 10.0%; this model calls no probability High"
+    assert bands_text("3.7%", "51.0%") == "Low below 3.7%, High from 51.0%"
+
+
+def test_reported_probability_has_six_decimals_and_its_own_band():
+    assert reported(0.1234567, 0.1, 0.6) == (0.123457, "medium")
+    assert reported(0.1234567, 0.1, 0.6, digits=3) == (0.123, "medium")
+    # banded after rounding: 0.59999996 reports as 0.6, which is High at an edge of 0.6
+    assert reported(0.59999996, 0.1, 0.6) == (0.6, "high")
+    with pytest.raises(ValueError):
+        reported(float("nan"), 0.1, 0.6)
+
+
+def test_prediction_to_dict_is_the_json_contract():
+    pred = Prediction(0.25, "medium", np.ones((2, 2)) / 4, [0.5, -0.5], np.zeros(3))
+    d = pred.to_dict()
+    assert d == {"probability": 0.25, "band": "medium", "logits": [0.5, -0.5]}
+    json.dumps(d, allow_nan=False)  # no arrays in it
+
+
+def test_batched_predictions_equal_single_ones():
+    """Each image of a batch gets its own probability, logits, attention and embedding, across batch borders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (40 + 8 * i, 56, 3), dtype=np.uint8)) for i in range(3)]
+    images[1] = Image.fromarray(np.full((48, 48, 3), (200, 90, 60), np.uint8))
+    pred = Predictor()
+    batch = pred.predict_batch(images, batch_size=2)
+    assert len(batch) == 3
+    for img, b in zip(images, batch):
+        s = pred.predict(img)
+        assert b.probability == pytest.approx(s.probability, abs=1e-6) and b.band == s.band
+        np.testing.assert_allclose(b.logits, s.logits, atol=1e-5)
+        np.testing.assert_allclose(b.attention, s.attention, atol=1e-6)
+        np.testing.assert_allclose(b.embedding, s.embedding, atol=1e-5)
+    # the images differ, so the checks above can tell one image's outputs from another's
+    assert not np.allclose(batch[0].attention, batch[1].attention, atol=1e-4)
+    assert not np.allclose(batch[0].embedding, batch[1].embedding, atol=1e-4)
 
 
 def test_bundled_model_predicts_real_images():

@@ -174,6 +174,30 @@ def test_assign_band_boundaries_and_vectorised():
         M.assign_band(0.5, 0.7, 0.6)
 
 
+def test_assign_band_refuses_nan():
+    # NaN compares False with both edges: without the check it would read as "medium"
+    with pytest.raises(ValueError, match="NaN"):
+        M.assign_band(float("nan"), 0.1, 0.6)
+    with pytest.raises(ValueError):
+        M.assign_bands([0.2, float("nan")], 0.1, 0.6)
+
+
+def test_threshold_for_sensitivity_tiny_target_keeps_one_case():
+    # ceil(1e-12 * 3 - eps) == 0: at least one malignant case is still required -> the highest malignant score
+    assert M.threshold_for_sensitivity([1, 1, 1, 0], [0.2, 0.9, 0.5, 0.1], 1e-12) == 0.9
+
+
+def test_band_edges_defaults_are_97_percent_sensitivity_and_95_percent_specificity():
+    pos = (np.arange(100) + 0.5) / 100  # 0.005 .. 0.995
+    neg = np.arange(100) / 200  # 0.0 .. 0.495
+    y, p = _yp(pos, neg)
+    low, high = M.band_edges(y, p)
+    assert low == pos[3]  # 97 of 100 malignant at or above: the 97th largest (96% would give pos[4])
+    assert high == np.nextafter(neg[94], np.inf)  # 95 of 100 benign below
+    assert M.confusion_at(y, p, low)["sensitivity"] == pytest.approx(0.97)
+    assert M.confusion_at(y, p, high)["specificity"] == pytest.approx(0.95)
+
+
 # ---------------------------------------------------------------- calibration
 
 
@@ -190,6 +214,26 @@ def test_ece_hand_computed():
     assert M.expected_calibration_error([1], [1.0]) == pytest.approx(0.0)
     with pytest.raises(ValueError):
         M.expected_calibration_error([0, 1], [0.2, 1.2])
+    # slightly negative scores are not probabilities either (int() truncation would put them in bin 0)
+    with pytest.raises(ValueError):
+        M.expected_calibration_error([0, 1], [-0.01, 0.5])
+    with pytest.raises(ValueError):
+        M.reliability_table([0, 1], [-0.01, 0.5])
+
+
+def test_reliability_table_keeps_p_equal_one_in_the_last_bin():
+    r = M.reliability_table([1], [1.0], 15)
+    assert all(len(r[k]) == 15 for k in ("bin_lower", "bin_upper", "count", "mean_p", "frac_malignant"))
+    assert r["count"] == [0] * 14 + [1]
+    assert r["mean_p"][-1] == 1.0 and r["frac_malignant"][-1] == 1.0 and r["mean_p"][0] is None
+    assert r["bin_lower"][-1] == pytest.approx(14 / 15) and r["bin_upper"][-1] == 1.0
+
+
+def test_reliability_table_hand_computed():
+    r = M.reliability_table([0, 1, 1, 0, 1], [0.1, 0.2, 0.8, 0.9, 0.5], n_bins=2)
+    assert r["bin_lower"] == [0.0, 0.5] and r["bin_upper"] == [0.5, 1.0]
+    assert r["count"] == [2, 3]  # 0.5 opens the upper bin
+    assert r["mean_p"] == pytest.approx([0.15, 2.2 / 3]) and r["frac_malignant"] == pytest.approx([0.5, 2 / 3])
 
 
 def test_fit_temperature_recovers_known_T():
@@ -328,6 +372,14 @@ def test_summarize_structure_and_consistency():
     assert s["auroc_ci"] == list(M.bootstrap_ci(M.auroc, y, p, groups=g, n_boot=200, seed=3))
     sens = M.threshold_metric("sensitivity", 0.5)
     assert s["at_0.5"]["sensitivity_ci"] == list(M.bootstrap_ci(sens, y, p, groups=g, n_boot=200, seed=3))
+    assert s["threshold"] == 0.4 and s["n_boot"] == 200 and s["ci_level"] == pytest.approx(0.95)
+    # alpha reaches every interval and the reported level
+    s90 = M.summarize(y, p, 0.4, groups=g, n_boot=200, seed=3, alpha=0.1)
+    assert s90["ci_level"] == pytest.approx(0.9)
+    assert s90["auroc_ci"] == list(M.bootstrap_ci(M.auroc, y, p, groups=g, n_boot=200, seed=3, alpha=0.1))
+    spec = M.threshold_metric("specificity", 0.4)
+    assert s90["specificity_ci"] == list(M.bootstrap_ci(spec, y, p, groups=g, n_boot=200, seed=3, alpha=0.1))
+    assert s90["auroc_ci"][1] - s90["auroc_ci"][0] < s["auroc_ci"][1] - s["auroc_ci"][0]
     # n_boot = 0: no CIs
     s0 = M.summarize(y, p, 0.4, n_boot=0)
     assert s0["auroc_ci"] is None and s0["at_0.5"]["f1_ci"] is None
