@@ -438,6 +438,8 @@ def test_numpy_arrays():
         ("I", 32768, (128, 128, 128)),
         ("I", -5, (0, 0, 0)),
         ("F", 0.5, (128, 128, 128)),
+        ("F", 1.0, (255, 255, 255)),  # 0..1 (max exactly 1) is scaled by 255
+        ("F", 1.5, (2, 2, 2)),  # otherwise taken as 0..255
         ("CMYK", (0, 0, 0, 0), (255, 255, 255)),
     ],
 )
@@ -530,3 +532,102 @@ def test_binary_streams_whose_mode_says_r_load(tmp_path):
     (tmp_path / "t.txt").write_text("not an image")
     with open(tmp_path / "t.txt") as text, pytest.raises(TypeError, match="binary mode"):
         load_image(text)
+
+
+# --------------------------------------------------------------------------- #
+# exact limits and messages, decoder errors, sniffing
+# --------------------------------------------------------------------------- #
+
+def test_max_bytes_boundary_for_paths(tmp_path):
+    p = tmp_path / "a.png"
+    p.write_bytes(_png(Image.new("RGB", (32, 32), (10, 20, 30))))
+    n = p.stat().st_size
+    assert load_image(p, max_bytes=n).size == (32, 32)
+    assert imageio.check_image_file(p, max_bytes=n) == "PNG"
+    for src in (p, str(p)):
+        with pytest.raises(ImageError) as ei:
+            load_image(src, max_bytes=n - 1)
+        assert ei.value.code == "file_too_large"
+
+
+def test_max_pixels_boundary_from_the_header():
+    data = _png(Image.new("RGB", (100, 100), (10, 20, 30)))
+    assert load_image(data, max_pixels=10_000).size == (100, 100)
+    with pytest.raises(ImageError) as ei:
+        load_image(data, max_pixels=9_999)
+    assert ei.value.code == "too_many_pixels"
+    assert str(ei.value).startswith(
+        "The image is too large (100 x 100 pixels, 0.01 megapixels); the limit is 0.01 megapixels. ")
+
+
+def test_too_many_pixels_message_is_width_by_height(tmp_path, monkeypatch):
+    from tests.badinputs import write_png
+
+    p = tmp_path / "wide.png"
+    write_png(p, 9000, 8000, bit_depth=1, color_type=0)  # 72 MP: under Pillow's limit, over ours
+
+    def no_decoding(self, *a, **k):
+        raise AssertionError("pixel data decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    with pytest.raises(ImageError) as ei:
+        load_image(p)
+    assert ei.value.code == "too_many_pixels"
+    assert str(ei.value) == (
+        "The image is too large (9000 x 8000 pixels, 72 megapixels); the limit is 64 megapixels. "
+        "Resize it (for example to 4000 pixels on the longest side) and upload it again.")
+
+
+@pytest.mark.parametrize("max_bytes, size, limit", [(1_000_000, "1.0 MB", "1.0 MB"), (999_999, "1.0 MB", "1000 KB"),
+                                                    (1000, "1 KB", "1 KB"), (999, "1 KB", "999 bytes")])
+def test_file_size_units_in_the_message(max_bytes, size, limit):
+    with pytest.raises(ImageError) as ei:
+        load_image(bytes(max_bytes + 1), max_bytes=max_bytes)
+    assert ei.value.code == "file_too_large"
+    assert str(ei.value).startswith(f"The file is too large ({size}); the limit is {limit}. "), str(ei.value)
+
+
+@pytest.mark.parametrize("exc, code", [(EOFError(), "truncated"), (OSError("premature end of data"), "truncated"),
+                                       (OSError("image file is truncated"), "truncated"),
+                                       (OSError("broken data stream"), "corrupt"), (ValueError("bad"), "corrupt")])
+def test_decoder_errors_are_mapped(monkeypatch, exc, code):
+    data = _png(Image.new("RGB", (16, 16), (10, 20, 30)))
+    calls = []
+
+    def failing_load(self, *a, **k):
+        calls.append(1)
+        raise exc
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", failing_load)
+    with pytest.raises(ImageError) as ei:
+        load_image(data)
+    assert calls and ei.value.code == code, str(ei.value)
+    if code == "truncated":
+        assert "incomplete" in str(ei.value)
+
+
+def test_damaged_heic_with_a_decoder_is_not_called_unreadable_here():
+    """With pillow_heif present, a damaged HEIC is a damaged file, not a format 'this server cannot read'."""
+    pytest.importorskip("pillow_heif")
+    data = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(range(256)) * 4
+    with pytest.raises(ImageError) as ei:
+        load_image(data)
+    assert imageio._heif_available
+    assert ei.value.code != "heic_unsupported" and "cannot read" not in str(ei.value), str(ei.value)
+
+
+def test_heic_without_a_decoder_says_so(monkeypatch):
+    monkeypatch.setattr(imageio, "_heif_available", False)
+    err = imageio._not_image(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00")
+    assert err.code == "heic_unsupported" and "this server cannot read" in str(err)
+
+
+def test_text_with_a_multibyte_character_cut_at_the_sniffed_prefix():
+    data = b"a" * 511 + "é".encode() + b" and more text\n" * 10  # the 512-byte prefix ends inside the "é"
+    assert data[511:513] == "é".encode()
+    with pytest.raises(ImageError, match="it contains text") as ei:
+        load_image(data)
+    assert ei.value.code == "not_image"
+    with pytest.raises(ImageError) as ei:  # invalid UTF-8 early on is not text
+        load_image(b"a" * 100 + b"\xff\xfe" + b"a" * 500)
+    assert ei.value.code == "not_image" and "contains text" not in str(ei.value)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,80 @@ def test_real_dermoscopic_images_heavily_blurred_fail():
         r = check_quality(heavy_blur(img))
         assert r.codes == ["blurry"], r.measures
 
+
+
+# --------------------------------------------------------------------------- #
+# exact boundaries of the thresholds, the analysis size, flat_fraction, logging
+# --------------------------------------------------------------------------- #
+
+def _up(x: float) -> float:
+    return float(np.nextafter(x, np.inf))
+
+
+def _down(x: float) -> float:
+    return float(np.nextafter(x, -np.inf))
+
+
+def test_thresholds_are_strict_at_the_measured_value():
+    """Each limit set to the image's own measure passes (strict comparisons); one step past it refuses."""
+    img = synthetic_lesion()
+    m = measure(img)
+    assert check_quality(img).ok
+    b, s, c, f = m["brightness"], m["sharpness"], m["chroma"], m["flat_fraction"]
+    assert 0 < f < 1  # (there is room on both sides)
+    for kw, passes, refused, code in [
+        ("dark", b, _up(b), "too_dark"),
+        ("dark", _down(b), _up(b), "too_dark"),
+        ("bright", b, _down(b), "too_bright"),
+        ("blur", s, _up(s), "blurry"),
+        ("blur", _down(s), _up(s), "blurry"),
+        ("min_chroma", c, _up(c), "no_colour"),
+        ("max_flat", f, _down(f), "not_photo"),
+        ("max_flat", _up(f), _down(f), "not_photo"),
+    ]:
+        r = check_quality(img, **{kw: passes})
+        assert r.ok and r.codes == [], (kw, passes, r.codes)
+        assert check_quality(img, **{kw: refused}).codes == [code], (kw, refused)
+
+
+def test_analysis_grey_longest_side_is_analysis_side():
+    for size, shape in [((400, 300), (192, 256)), ((300, 400), (256, 192)), ((64, 48), (192, 256)),
+                        ((256, 192), (192, 256)), ((1000, 250), (64, 256))]:
+        a = quality._analysis_grey(Image.new("RGB", size, (120, 90, 80)))
+        assert a.shape == shape, (size, a.shape)
+        assert max(a.shape) == quality.ANALYSIS_SIDE and a.dtype == np.float32
+
+
+def test_measures_do_not_depend_on_orientation():
+    img = synthetic_lesion(400, 300)
+    m, r = measure(img), measure(img.transpose(Image.Transpose.ROTATE_90))
+    assert (r["width"], r["height"]) == (300, 400)
+    assert r["brightness"] == pytest.approx(m["brightness"], abs=0.01)
+    assert r["contrast"] == pytest.approx(m["contrast"], rel=1e-3)
+    assert r["sharpness"] == pytest.approx(m["sharpness"], rel=1e-3)
+    assert r["chroma"] == pytest.approx(m["chroma"], rel=0.02)
+
+
+def test_flat_fraction_is_the_share_of_the_most_common_colour():
+    assert measure(Image.new("RGB", (200, 150), (10, 200, 30)))["flat_fraction"] == 1.0
+    # at the thumbnail's own size (128 x 96) nothing is resampled, so the shares are exact
+    for split, share in [(64, 0.5), (96, 0.75), (32, 0.75)]:
+        im = Image.new("RGB", (128, 96), (240, 200, 180))
+        im.paste((40, 30, 30), (0, 0, split, 96))
+        assert measure(im)["flat_fraction"] == share, split
+    im = Image.new("RGB", (256, 192), (240, 200, 180))  # resampled: only the seam column is blended
+    im.paste((40, 30, 30), (0, 0, 128, 192))
+    assert measure(im)["flat_fraction"] == pytest.approx(0.5, abs=1.5 / 128)
+
+
+def test_refusals_are_not_logged_at_info(caplog):
+    """The app logs at INFO and promises that nothing about an upload is logged: the gate logs failures at DEBUG."""
+    dark = Image.new("RGB", (200, 150), 5)
+    caplog.set_level(logging.INFO, logger="dermo.quality")
+    assert check_quality(dark).codes == ["too_dark"]
+    assert [r for r in caplog.records if r.name == "dermo.quality"] == []
+    caplog.clear()
+    caplog.set_level(logging.DEBUG, logger="dermo.quality")
+    check_quality(dark)
+    recs = [r for r in caplog.records if r.name == "dermo.quality"]
+    assert recs and all(r.levelno == logging.DEBUG for r in recs)
