@@ -91,6 +91,11 @@ def listing(folder: Path) -> set[str]:
     return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
 
 
+def ci_text(v: float, ci: list[float]) -> str:
+    """A percentage with its 95% CI as the card prints it (written out here, not through dermo.cards)."""
+    return f"{100 * v:.1f}% ({100 * ci[0]:.1f}% – {100 * ci[1]:.1f}%)"
+
+
 # ------------------------------------------------------------------------------------------------------ helpers
 def test_parse_hub_id():
     assert hub.parse_hub_id("owner/name") == ("owner/name", None)
@@ -119,6 +124,13 @@ def test_round_trip_save_load_strict_identical_logits(tiny_model, tiny_data, tmp
     save_file(sd, tmp_path / "again" / "model.safetensors")
     with pytest.raises(RuntimeError, match="fc.weight"):
         load_model(str(tmp_path / "again"))
+
+
+def test_read_sums_reads_text_and_binary_mode_lines(tmp_path):
+    """``sha256sum -b`` writes ``<hex> *<name>``: the name is what follows the ``*``."""
+    f = tmp_path / "SHA256SUMS"
+    f.write_text(f"{'a' * 64}  config.json\n\n{'b' * 64} *onnx/model.onnx\n")
+    assert hub.read_sums(f) == {"config.json": "a" * 64, "onnx/model.onnx": "b" * 64}
 
 
 # ------------------------------------------------------------------------------------------------------ dry run
@@ -150,6 +162,10 @@ def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_
     sums = hub.read_sums(out / "onnx" / "SHA256SUMS")
     assert sums == {n: sha256_file(out / "onnx" / n) for n in ("config.json", "model.onnx")}
     assert json.loads((out / "onnx" / "config.json").read_text())["sha256"] == sums["model.onnx"]
+    # the root SHA256SUMS: every file a pull checks, but not the card (it may be edited on the Hub)
+    root = hub.read_sums(out / "SHA256SUMS")
+    assert "README.md" not in root
+    assert root == {n: sha256_file(out / n) for n in listing(out) - {"README.md", "SHA256SUMS", "onnx/SHA256SUMS"}}
     # card: front matter parsed by huggingface_hub
     meta = metadata_load(out / "README.md")
     assert meta["license"] == "cc-by-nc-sa-4.0" and "onnx" in meta["tags"]
@@ -163,6 +179,20 @@ def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_
     assert results["roc_auc"].metric_value == round(metrics["auroc"], 4)
     assert results["recall"].metric_value == round(metrics["sensitivity"], 4)
     text = card.text
+    assert (f"{metrics['n']} images, {metrics['n_malignant']} malignant, {metrics['n_groups']} lesions. "
+            f"Intervals: 95% percentile bootstrap resampling lesions ({metrics['n_boot']} resamples)") in text
+    assert len({metrics["n"], metrics["n_malignant"], metrics["n_groups"]}) == 3  # a swap would show
+    # the headline table: value (lower – upper) of the 95% CI, both columns read from metrics.json
+    lo, hi = metrics["auroc_ci"]
+    assert f"| AUROC | {metrics['auroc']:.3f} ({lo:.3f} – {hi:.3f}) | (threshold-free) |" in text
+    for key in ("sensitivity", "specificity", "precision", "f1", "accuracy"):
+        op, at05 = (ci_text(d[key], d[f"{key}_ci"]) for d in (metrics, metrics["at_0.5"]))
+        assert f"| {'F1' if key == 'f1' else key.capitalize()} | {op} | {at05} |" in text, key
+    assert metrics["accuracy_ci"][0] != metrics["accuracy_ci"][1]  # bounds in the wrong order would show
+    # band edges exactly as the bands are cut: Low p < low, Medium low <= p < high, High p >= high
+    low, high = (f"{metrics['band_edges'][k]:.4g}" for k in ("low", "high"))
+    for band, edge in (("Low", f"p < {low}"), ("Medium", f"{low} <= p < {high}"), ("High", f"p >= {high}")):
+        assert f"| {band} | {edge} | " in text, band
     for needle in ("Not a medical device", "doi:[10.1038/sdata.2018.161]", "10.7910/DVN/DBW86T", "1902.03368",
                    "CC BY-NC-SA 4.0", "Lesion-grouped", "phone", "Skin types", "200 x 150",
                    "PyTorchModelHubMixin", "onnxruntime", "gradio_client", "MAG-KD student"):
@@ -182,6 +212,12 @@ def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_
     assert "CC BY-NC-SA 4.0" in (out / "LICENSE").read_text()
     with pytest.raises(FileExistsError):
         hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports, dry_run_dir=out)
+    busy = tmp_path / "busy"  # a folder with anything in it is refused before a file is written
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    with pytest.raises(FileExistsError, match="not empty"):
+        hub.push_model(tiny_model, REPO, reports_dir=tiny_reports, dry_run_dir=busy)
+    assert listing(busy) == {"notes.txt"} and (busy / "notes.txt").read_text() == "mine"
 
 
 def test_served_folder_of_dry_run_predicts(tiny_model, tiny_onnx, tiny_data, tmp_path):
@@ -222,6 +258,60 @@ def test_training_and_benchmark_reports_rendered(tiny_model, tiny_reports, tmp_p
     assert "| ort_fp32.latency_ms_p50 | 4.2000 |" in text
     with pytest.raises(FileNotFoundError, match="nope"):
         hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry2", evaluations=["nope"])
+
+
+def test_card_headline_external_sets_and_columns(tiny_model, tiny_onnx, tiny_reports, tmp_path):
+    """With several evaluations of this model: the headline is the served ONNX file's test evaluation (not the
+    weights'), its "at p >= 0.5" column is the at_0.5 block, and an evaluation of other data (no split) is an
+    external set, unless its name says it is HAM10000."""
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny_reports, reports)
+    ev = reports / "evaluation"
+    served = json.loads((ev / "tiny_test" / "metrics.json").read_text())
+    onnx_sha = json.loads((tiny_onnx / "config.json").read_text())["sha256"]
+    assert served["source"]["sha256"] == onnx_sha
+    # the served file's evaluation: at 0.5 other figures than at the operating point
+    served["at_0.5"].update(sensitivity=0.25, sensitivity_ci=[0.125, 0.375], specificity=0.75,
+                            specificity_ci=[0.5, 1.0])
+    (ev / "tiny_test" / "metrics.json").write_text(json.dumps(served))
+
+    def write(name, src, **top):
+        (ev / name).mkdir()
+        (ev / name / "metrics.json").write_text(json.dumps({**served, **top, "source": src}))
+
+    # the weights' own test evaluation (sorted first by name): not the headline when the ONNX file is served
+    write("a_weights_test", {**served["source"], "sha256": sha256_file(tiny_model / "model.safetensors"),
+                             "backend": "torch"}, n=99, n_malignant=33)
+    no_split = {k: v for k, v in served["source"].items() if k != "split"}
+    write("phone_set", {**no_split, "data": "/data/phone_photos"}, n=12, n_malignant=5, auroc=0.6875,
+          auroc_ci=[0.5, 0.875], sensitivity=0.4, sensitivity_ci=[0.2, 0.8], specificity=0.625,
+          specificity_ci=[0.5, 0.75])
+    write("ham10000_whole", no_split, n=77)  # whole HAM10000 folder, named so: not external
+    text = (hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=reports,
+                           dry_run_dir=tmp_path / "dry") / "README.md").read_text()
+    assert "Test split (from `reports/evaluation/tiny_test/metrics.json`" in text
+    assert "99 images" not in text
+    for key, at05 in (("sensitivity", "25.0% (12.5% – 37.5%)"), ("specificity", "75.0% (50.0% – 100.0%)")):
+        assert f"| {key.capitalize()} | {ci_text(served[key], served[f'{key}_ci'])} | {at05} |" in text, key
+    ext = text.split("**External sets**", 1)[1].split("\n\n**", 1)[0]
+    assert "| phone_set | 12 | 5 | 0.688 (0.500 – 0.875) | 40.0% (20.0% – 80.0%) | 62.5% (50.0% – 75.0%) |" in ext
+    assert "ham10000_whole" not in text and "a_weights_test" not in ext
+    meta = metadata_load(tmp_path / "dry" / "README.md")
+    ext_results = [r for r in meta["model-index"][0]["results"] if r["dataset"]["name"] == "phone_set"]
+    assert [m["value"] for r in ext_results for m in r["metrics"]] == [0.6875]
+
+
+def test_high_edge_and_band_table_at_exactly_one():
+    """A High edge of exactly 1 is a (tiny) High band, p >= 1; only an edge above 1 means no High band."""
+    from dermo.cards import bands_table, high_edge
+
+    assert high_edge(1.0) == "1.0000" and high_edge(0.6) == "0.6000"
+    assert high_edge(1.5) == "none (above 1: no probability is High)"
+    bands = {"bands": {b: {"n": 1, "n_malignant": 0} for b in ("low", "medium", "high")}}
+    table = bands_table(bands, 0.2, 1.0)
+    assert "| Medium | 0.2 <= p < 1 | " in table and "| High | p >= 1 | " in table
+    table = bands_table(bands, 0.2, 1.5)
+    assert "| Medium | p >= 0.2 | " in table and "| High | none (edge above 1) | " in table
 
 
 def test_push_refuses_mismatched_onnx(tiny_model, tiny_onnx, tmp_path):
@@ -324,9 +414,16 @@ def test_weights_and_onnx_of_different_models_are_not_pushed_together(tiny_model
     (other / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ValueError, match="one model under one version"):
         hub.push_model(tiny_model, REPO, onnx_dir=other, dry_run_dir=tmp_path / "dry2")
+    # same weights and version, but the bundle's input size or backbone is another model's
+    base = json.loads((tiny_onnx / "config.json").read_text())
+    for key, value in (("img_size", base["img_size"] * 2), ("backbone", "resnet18")):
+        (other / "config.json").write_text(json.dumps({**base, key: value}))
+        with pytest.raises(ValueError, match=f"{key} differs"):
+            hub.push_model(tiny_model, REPO, onnx_dir=other, dry_run_dir=tmp_path / f"dry_{key}")
+        assert not (tmp_path / f"dry_{key}" / "README.md").exists()
 
 
-def test_push_without_token_is_a_clear_error(tiny_model, monkeypatch):
+def test_push_without_token_is_a_clear_error(tiny_model, monkeypatch, tmp_path):
     from huggingface_hub import HfApi
 
     rec = Recorder()
@@ -336,6 +433,9 @@ def test_push_without_token_is_a_clear_error(tiny_model, monkeypatch):
     assert rec.calls == []
     with pytest.raises(ValueError, match="owner/name"):
         hub.push_model(tiny_model, "not-a-repo", dry_run_dir="unused")
+    with pytest.raises(ValueError, match="the revision goes in --revision"):  # a dry run too
+        hub.push_model(tiny_model, f"{REPO}@v1", dry_run_dir=tmp_path / "dry")
+    assert not (tmp_path / "dry").exists()
 
 
 # --------------------------------------------------------------------------------------------- pull (Hub cache)

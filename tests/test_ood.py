@@ -263,3 +263,104 @@ def test_overlay_and_report(tmp_path):
         assert out.read_bytes()[:4] == magic
     with pytest.raises(ValueError, match="png or .pdf"):
         render_report(tmp_path / "r.txt", photo, ov, result, "", "")
+
+
+# ------------------------------------------------------------------------------------- edges of the check and its fit
+def test_check_ood_passes_a_score_on_the_threshold_and_refuses_one_it_cannot_compute():
+    """``score <= threshold`` passes (the calibration counts the quantile lesion as passing); NaN never passes."""
+    rng = np.random.default_rng(0)
+    det = fit_ood(rng.normal(size=(200, 16)), components=4)
+    e = rng.normal(size=16)
+    det.threshold = float(det.score(e)[0])
+    rep = QualityReport()
+    assert check_ood(det, e, rep) == det.threshold
+    assert rep.ok and rep.codes == [] and rep.measures["ood_score"] == det.threshold
+    det.threshold = float(np.nextafter(det.threshold, -np.inf))  # one ulp below: out
+    rep = QualityReport()
+    check_ood(det, e, rep)
+    assert rep.codes == ["not_skin"]
+    det.threshold = float("inf")  # even a detector that passes everything does not pass an unscorable embedding
+    bad = e.copy()
+    bad[3] = np.nan
+    rep = QualityReport()
+    assert np.isnan(check_ood(det, bad, rep))
+    assert not rep.ok and rep.codes == ["not_skin"]
+
+
+def test_fit_adds_the_shrinkage_ridge_to_the_principal_variances():
+    """variances = lam + shrinkage * mean(lam), lam the top-k variances of the L2-normalised, centred embeddings."""
+    x = np.random.default_rng(3).normal(size=(60, 10)) + 2.0
+    xl = x / np.linalg.norm(x, axis=1, keepdims=True)
+    lam = np.linalg.svd(xl - xl.mean(0), compute_uv=False)[:4] ** 2 / (len(x) - 1)
+    bare = fit_ood(x, components=4, shrinkage=0.0)
+    np.testing.assert_allclose(bare.variances, lam, rtol=1e-10)
+    det = fit_ood(x, components=4, shrinkage=0.05)
+    np.testing.assert_allclose(det.variances, lam + 0.05 * lam.mean(), rtol=1e-10)
+    assert det.noise_var == pytest.approx(bare.noise_var)
+
+
+class _FixedScores:
+    """A stand-in class detector: the score of 'embedding' i is ``scores[i]`` (calibrate only calls ``score``)."""
+
+    def __init__(self, scores):
+        self.scores = np.asarray(scores, np.float64)
+
+    def score(self, embeddings):
+        return self.scores[np.asarray(embeddings).astype(int).ravel()]
+
+
+def test_calibrate_leaves_a_class_alone_when_another_already_passes_enough_of_it():
+    """Class b's lesions are near class a's centre: a's detector alone passes 9 of 10 of them, as many as 0.9
+    needs, so b's scale goes just below its nearest lesion (its own detector lets none through) instead of
+    opening up to all of them. Every class then passes exactly the lesions it needs, no more."""
+    a_by_a, a_by_b = np.arange(1.0, 11.0), np.full(10, 100.0)  # class a: far from b's detector
+    b_by_a = np.array([0.5] * 9 + [50.0])  # 9 of b inside a's boundary
+    b_by_b = np.arange(20.0, 30.0)
+    det = ClassOODDetector(["a", "b"], [_FixedScores(np.r_[a_by_a, b_by_a]), _FixedScores(np.r_[a_by_b, b_by_b])],
+                           np.ones(2))
+    emb = np.arange(20.0)[:, None]
+    labels = ["a"] * 10 + ["b"] * 10
+    rates = det.calibrate(emb, labels, pass_rate=0.9)
+    assert rates == pytest.approx({"a": 0.9, "b": 0.9, "all": 0.9})
+    assert det.scales[1] < b_by_b.min()  # b's own detector passes none of b
+    assert det.scales[0] == pytest.approx(np.sqrt(9 * 10))  # between a's 9th and 10th lesion
+    assert (~det.is_ood(emb)).sum() == 18
+
+
+def test_calibrate_refuses_labels_that_do_not_match_the_embeddings():
+    rng = np.random.default_rng(0)
+    det = fit_class_ood(rng.normal(size=(40, 8)), ["a", "b"] * 20)
+    for n_labels in (12, 8):
+        with pytest.raises(ValueError, match=f"10 validation embeddings but {n_labels} labels"):
+            det.calibrate(rng.normal(size=(10, 8)), (["a", "b"] * 6)[:n_labels])
+
+
+def test_load_refuses_stats_that_name_no_model_or_a_file_outside_the_folder(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    tr, tr_y = two_classes(rng, 200, 40)
+    det = fit_class_ood(tr, tr_y, components=4)
+    det.calibrate(tr, tr_y, 0.95)
+    d = model_folder(tmp_path / "m")
+    det.save(d, model_sha256="ab" * 32)
+    cfg_path = d / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert isinstance(load_ood(d, "ab" * 32), ClassOODDetector)
+
+    # stats that do not say which model file they were fitted on: refused when the caller knows its model's sha256
+    del cfg["ood"]["model_sha256"]
+    cfg_path.write_text(json.dumps(cfg))
+    with caplog.at_level("WARNING", logger="dermo.ood"):
+        assert load_ood(d, "ab" * 32) is None
+    assert "do not say which model file" in caplog.text
+    assert isinstance(load_ood(d), ClassOODDetector)  # no sha256 to compare against: loaded as before
+
+    # a config pointing outside its folder is refused even when the file there is valid stats
+    cfg["ood"]["model_sha256"] = "ab" * 32
+    (tmp_path / "ood.npz").write_bytes((d / "ood.npz").read_bytes())
+    for name in ("../ood.npz", str((tmp_path / "ood.npz").resolve())):
+        cfg["ood"]["file"] = name
+        cfg_path.write_text(json.dumps(cfg))
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="dermo.ood"):
+            assert load_ood(d, "ab" * 32) is None, name
+        assert "outside the model folder" in caplog.text
