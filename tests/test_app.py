@@ -367,6 +367,25 @@ def test_result_contents_lesion_check_and_file_lifetimes(tmp_path, tiny_data, ti
         os.utime(old, (time.time() - app.REPORT_TTL - 5,) * 2)
         app._sweep()
         assert not old.exists() and new.exists()
+        assert [app._minutes(s) for s in (1, 60, 61, 360, 361)] == ["1 minute", "1 minute", "2 minutes", "6 minutes",
+                                                                   "7 minutes"]  # never shorter than the truth
+        # the sweeper thread: every SWEEP_S, our result cards and the empty folders Gradio's sweep leaves behind
+        calls = []
+
+        class Stop(Exception):
+            pass
+
+        def sleep(s):
+            calls.append(("sleep", s))
+            if len(calls) > 3:
+                raise Stop
+
+        with pytest.MonkeyPatch.context() as mp, pytest.raises(Stop):
+            mp.setattr(app.time, "sleep", sleep)  # the time module's: undone at once
+            mp.setattr(app, "_sweep", lambda: calls.append(("sweep",)))
+            mp.setattr(app, "remove_empty_folders", lambda root, min_age: calls.append(("folders", root, min_age)))
+            app._sweep_forever()
+        assert calls[:3] == [("sleep", app.SWEEP_S), ("sweep",), ("folders", app.demo.GRADIO_CACHE, app.SWEEP_S)]
     finally:
         sys.modules.pop("app", None)
 
