@@ -502,8 +502,8 @@ def _training_details(info: ModelInfo) -> str:
 
 def _usage(repo_id: str, info: ModelInfo) -> str:
     """The card's code: each block runs as it stands (a test executes them on a dry-run folder). The preprocessing
-    is spelled out, since another resize changes the answers (Pillow's default, bicubic, moved 5% of the shipped
-    model's test images to another band)."""
+    is spelled out, since another resize changes the answers (Pillow's default filter, bicubic, moves some of the
+    shipped model's test images to another band)."""
     s = info.config.get("img_size", 224)
     parts = ["```python\n# PyTorch: weights through huggingface_hub's PyTorchModelHubMixin (dermohelper package)\n"
              "import torch\n"
