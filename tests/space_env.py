@@ -2,8 +2,10 @@
 depend on) can be imported, whatever else this machine has.
 
 ``closure(names)`` walks the installed distributions' ``Requires-Dist`` (markers evaluated here, no extras);
-``write_blocker(folder, allowed)`` writes a ``sitecustomize.py`` that refuses to import any top-level module of a
-distribution outside ``allowed``. Put ``folder`` on ``PYTHONPATH`` of a subprocess.
+``write_blocker(folder, allowed, bundled)`` writes a ``sitecustomize.py`` that refuses to import any top-level module of
+a distribution outside ``allowed``, except the modules in ``bundled``, which the Space ships as its own files (its
+``dermo/`` copy, even where ``pip install -e .`` made ``dermo`` a module of the ``dermohelper`` distribution here).
+Put ``folder`` on ``PYTHONPATH`` of a subprocess.
 """
 from __future__ import annotations
 
@@ -62,8 +64,14 @@ sys.meta_path.insert(0, _Blocker())
 '''
 
 
-def write_blocker(folder: Path, allowed: set[str]) -> Path:
-    owners = {m: sorted(canonical(d) for d in ds) for m, ds in metadata.packages_distributions().items()}
+def bundled_modules(folder: Path) -> set[str]:
+    """The top-level modules that ``folder`` holds as files: ``x.py`` and packages ``x/__init__.py``."""
+    return {p.stem for p in folder.iterdir() if (p.suffix == ".py" and p.is_file()) or (p / "__init__.py").is_file()}
+
+
+def write_blocker(folder: Path, allowed: set[str], bundled: set[str] = frozenset()) -> Path:
+    owners = {m: sorted(canonical(d) for d in ds) for m, ds in metadata.packages_distributions().items()
+              if m not in bundled}
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "sitecustomize.py"
     path.write_text(BLOCKER % {"allowed": json.dumps(sorted(allowed)), "owners": json.dumps(owners)})

@@ -458,12 +458,13 @@ def test_space_folder_is_complete_and_pinned(tmp_path):
 def test_space_serves_with_only_its_own_requirements(tmp_path):
     """The built Space (bundled ONNX model) predicts, renders its card and result PNG when only what
     space/requirements.txt installs can be imported: a module the app needs but the Space lacks fails here."""
-    from tests.space_env import closure, requirement_names, write_blocker
+    from tests.space_env import bundled_modules, closure, requirement_names, write_blocker
 
     out = load_build().build_space(tmp_path / "space")
     allowed = closure(requirement_names(out / "requirements.txt"))
     assert "scipy" not in closure(["gradio", "onnxruntime", "pillow"])  # the blocker has something to block
-    write_blocker(tmp_path / "site", allowed)
+    assert {"app", "dermo"} <= bundled_modules(out)
+    write_blocker(tmp_path / "site", allowed, bundled_modules(out))
     code = ("import sys, app\n"
             "r = app.predict(sys.argv[1]); assert r['band'] in ('low', 'medium', 'high'), r\n"
             "html, overlay, report = app.analyze_ui(sys.argv[1]); assert 'risk' in html and report['visible'], html\n"
