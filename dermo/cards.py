@@ -327,12 +327,15 @@ def training_rows(training: Any, sha: set[str] = frozenset()) -> list[list[str]]
             if path and isinstance(o.get("title"), str):
                 path = path[:-1] + [o["title"] + (" (this model)" if o.get("sha256") in sha else "")]
             if "auroc" in o:
+                # a test entry keeps its figures at the validation-chosen point under ``operating_point``
+                op = o["operating_point"] if "sensitivity" not in o and isinstance(o.get("operating_point"), dict) \
+                    else o
                 rows.append([" / ".join(path) or "model", fmt_ci(o.get("auroc"), o.get("auroc_ci")),
-                             fmt_ci(o.get("sensitivity"), o.get("sensitivity_ci"), pct=True),
-                             fmt_ci(o.get("specificity"), o.get("specificity_ci"), pct=True),
-                             fmt(o.get("threshold"), digits=4)])
+                             fmt_ci(op.get("sensitivity"), op.get("sensitivity_ci"), pct=True),
+                             fmt_ci(op.get("specificity"), op.get("specificity_ci"), pct=True),
+                             fmt(op.get("threshold"), digits=4)])
             for k, v in o.items():
-                if k != "at_0.5":
+                if k not in ("at_0.5", "operating_point"):
                     walk(v, path + [str(k)])
         elif isinstance(o, list):
             for i, v in enumerate(o):
@@ -644,7 +647,8 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                "operating threshold "
                f"{fmt(serve.get('threshold'), digits=4)}, band edges low {fmt(serve.get('band_low'), digits=4)} / "
                f"high {high_edge(serve.get('band_high'))}; fitted on the validation split: "
-               f"{'yes' if serve.get('calibrated') else 'no (interim defaults, ' + NOT_MEASURED + ')'}"]
+               + ("yes" if serve.get("calibrated") else "no: these are defaults (an evaluation below that was computed at a "
+                                                    "calibration fitted on validation says so and gives its values)")]
     if info.has_safetensors:
         details.append("- `model.safetensors` + `config.json`: PyTorch weights (PyTorchModelHubMixin layout)"
                        + (f", {info.n_parameters:,} parameters" if info.n_parameters else "")
@@ -725,7 +729,10 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
         ("every model of the training run it covers"
          + ("; the rows marked (this model) are this card's model" if mine_marked else
             "; none of them is this card's model (its own figures are under Evaluation above)")
-         + ".\n\n" + _table(["model / split", "AUROC (95% CI)", "sensitivity", "specificity", "threshold"], trows))
+         + ". Its probabilities are the models' as trained (temperature 1): each threshold is the highest with "
+           "validation sensitivity >= 90% on that scale, not the calibrated threshold under Model details, and a "
+           "row without a split is the test split at that threshold.\n\n"
+         + _table(["model / split", "AUROC (95% CI)", "sensitivity", "specificity", "threshold"], trows))
         if trows else NOT_MEASURED + "."))
     par = parity_table(onnx)
     if par:

@@ -669,12 +669,18 @@ def test_card_training_rows_and_a_calibration_it_does_not_hold(tiny_model, tiny_
     (reports / "training.json").write_text(json.dumps({"models": {
         "teacher": {"title": "Teacher: ensemble of 2 (mean logits)", "sha256": "0" * 64, "auroc": 0.91,
                     "validation": {"auroc": 0.9, "threshold": 0.3}},
-        "magkd": {"title": "MAG-KD student", "sha256": mine, "auroc": 0.8, "validation": {"auroc": 0.7}}}}))
+        "magkd": {"title": "MAG-KD student", "sha256": mine, "auroc": 0.8, "validation": {"auroc": 0.7},
+                  "operating_point": {"threshold": 0.25, "sensitivity": 0.875, "specificity": 0.625,
+                                      "sensitivity_ci": [0.75, 1.0]},
+                  "at_0.5": {"threshold": 0.5, "sensitivity": 0.5, "specificity": 0.95}}}}))
     text = (hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry") / "README.md").read_text()
     assert "| models / Teacher: ensemble of 2 (mean logits) | 0.910 |" in text
     assert "| models / Teacher: ensemble of 2 (mean logits) / validation | 0.900 |" in text
     assert "| models / MAG-KD student (this model) | 0.800 |" in text and "| models / MAG-KD student (this model) / validation |" in text
     assert "the rows marked (this model) are this card's model" in text
+    # a test entry's figures at the validation-chosen point sit under operating_point (threshold 0.5's are not shown)
+    assert "| models / MAG-KD student (this model) | 0.800 | 87.5% (75.0% – 100.0%) | 62.5% | 0.2500 |" in text
+    assert "not the calibrated threshold under Model details" in text and "50.0%" not in text
     # the ONNX bundle's evaluation used the bundle's own calibration: no note
     served = (hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tiny_reports,
                              dry_run_dir=tmp_path / "dry_onnx") / "README.md").read_text()
