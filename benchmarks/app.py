@@ -118,6 +118,16 @@ def stats(parts: list[dict]) -> dict:
             "throughput_rps": len(lat) / wall if wall else None}
 
 
+def git_commit() -> str:
+    """The checkout's commit (short), with ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    try:
+        run = lambda *c: subprocess.run(["git", "-C", str(ROOT), *c], capture_output=True, text=True,  # noqa: E731
+                                        check=True).stdout.strip()
+        return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain", "-uno") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default=None, help="model for the app (DERMO_MODEL; default: the bundled one)")
@@ -135,6 +145,7 @@ def main() -> None:
         from dermo.ood import split_paths
 
         image = Path(split_paths(DEFAULT_DATA_DIR, "validation", DEFAULT_MANIFEST)[0])
+    load_before = os.getloadavg()  # 1, 5, 15 min: other work on the machine slows both apps and shows here
     logdir = Path(tempfile.mkdtemp(prefix="dermo_app_bench_"))  # server logs, shown if a server fails
     ports = {"app": free_port(), "bare": free_port()}
     env_app = {"GRADIO_SERVER_PORT": str(ports["app"]), "GRADIO_SERVER_NAME": "127.0.0.1"}
@@ -175,7 +186,9 @@ def main() -> None:
     overhead = one["app"]["p50_ms"] - one["bare"]["p50_ms"]
     ratio = eight["app"]["throughput_rps"] / eight["bare"]["throughput_rps"]
     report = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-              "command": "python " + " ".join(sys.argv), "platform": platform.platform(), "cpus": os.cpu_count(),
+              "command": "python " + " ".join(sys.argv), "commit": git_commit(), "platform": platform.platform(),
+              "cpus": os.cpu_count(), "load_average_before": [round(x, 2) for x in load_before],
+              "load_average_after": [round(x, 2) for x in os.getloadavg()],
               "image": image.name, "model": probe.get("model"), "probe_band": probe.get("band"),
               "results": results,
               "single_client_p50_overhead_ms": overhead, "eight_client_throughput_ratio": ratio,
@@ -188,8 +201,10 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     md = ["# App round trips (gradio_client)\n",
-          f"`{report['command']}` on {report['date']}, {report['cpus']} CPUs, client and servers on one machine; "
-          f"model {probe['model']['name']} {probe['model']['version']} (sha256 {probe['model']['sha256'][:12]}...).\n",
+          f"`{report['command']}` on {report['date']} at commit {report['commit']}, {report['cpus']} CPUs, client "
+          f"and servers on one machine (load average over 1 min {report['load_average_before'][0]:.2f} before the "
+          f"run, {report['load_average_after'][0]:.2f} after it, its own load included); model "
+          f"{probe['model']['name']} {probe['model']['version']} (sha256 {probe['model']['sha256'][:12]}...).\n",
           "| clients | app | requests | errors | p50 ms | p95 ms | throughput req/s |",
           "|---:|---|---:|---:|---:|---:|---:|"]
     for key, c in (("1_client", 1), ("8_clients", 8)):

@@ -12,6 +12,7 @@ text = open(sys.argv[1]).read().split("## Quick start", 1)[1]
 print("\n".join(l for l in re.search(r"```bash\n(.*?)```", text, re.S).group(1).splitlines() if l.strip()))
 PY
 )
+COMMIT=$(git -C "$ROOT" rev-parse --short HEAD)  # what the clones below hold: the committed tree, not the working one
 git clone -q "$ROOT" "$WORK/app" && git clone -q "$ROOT" "$WORK/tests"
 ln -s "$ROOT/../shared" "$WORK/shared"  # the shared data sits beside a checkout, as in CI
 PORT=7931
@@ -33,7 +34,7 @@ summary=$(grep -E "passed|failed" "$WORK/tests.log" | tail -1)
 cat > "$OUT" <<MD
 # Quick start timings
 
-Measured by \`bash benchmarks/quickstart.sh\` on $(date -u +%Y-%m-%d) at commit $(git -C "$ROOT" rev-parse --short HEAD)
+Measured by \`bash benchmarks/quickstart.sh\` on $(date -u +%Y-%m-%d) at commit $COMMIT
 ($(nproc) cores, $(python3 --version)); fresh clones and fresh venvs, pip's wheel cache as it was on the machine, the
 HAM10000 copy beside the clone (\`../shared/data/ham10000\`, as in CI; without it the tests that need it skip).
 
