@@ -80,8 +80,11 @@ __all__ = [
     "BACKGROUND",
     "ERROR_CODES",
     "MAX_BYTES",
+    "MAX_GIF_COMMENT_BLOCKS",
+    "MAX_JPEG_SCANS",
     "MAX_PIXELS",
     "MAX_SIDE",
+    "ORIGINAL_SIZE",
     "ImageError",
     "ImageSource",
     "check_image_file",
@@ -96,8 +99,16 @@ MAX_BYTES = 25_000_000
 MAX_PIXELS = 64_000_000
 #: Longest side after loading; larger images are downscaled (see module doc).
 MAX_SIDE = 4096
+#: ``Image.info`` key of the (upright) size of the file when :func:`load_image` handed back a smaller image.
+ORIGINAL_SIZE = "dermo_original_size"
 #: Background used to flatten transparent images.
 BACKGROUND = (255, 255, 255)
+#: Most scans (SOS markers) a JPEG may have. Encoders write 1 (baseline) or about 6-20 (progressive); each scan of a
+#: progressive JPEG is a pass over the whole image, so a small file of thousands of empty scans decodes for minutes.
+MAX_JPEG_SCANS = 100
+#: Most comment sub-blocks a GIF may have before its first image (a comment takes one or a few): Pillow joins them
+#: in time quadratic in their number, so a GIF of a few MB of one-byte comment blocks took minutes to open.
+MAX_GIF_COMMENT_BLOCKS = 4096
 #: Formats Pillow may use to decode user data (others are refused).
 ALLOWED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "GIF", "BMP", "TIFF", "HEIF", "AVIF")
 
@@ -231,10 +242,11 @@ def _looks_like_text(head: bytes) -> bool:
         return False
     try:
         head.decode("utf-8")
-    except UnicodeDecodeError as exc:  # a multibyte char cut at the end is fine
-        if exc.start < len(head) - 4:
+    except UnicodeDecodeError as exc:  # only a multibyte char cut at the end of the prefix is fine
+        if exc.reason != "unexpected end of data":  # (not a stray byte near the end: b"\xff\xd8\xff" is a JPEG)
             return False
-    return True
+    # control characters other than tab / newlines / form feed / escape: binary (e.g. a GIF cut after its header)
+    return not re.search(rb"[\x01-\x08\x0b\x0e-\x1a\x1c-\x1f\x7f]", head)
 
 
 def _not_image(head: bytes) -> ImageError:
@@ -279,6 +291,60 @@ def _read_bounded(fp: Any, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def _read_all(fp: Any) -> bytes:
+    """The whole (size-checked) file, from its start; the position is left at 0."""
+    fp.seek(0)
+    data = fp.read()
+    fp.seek(0)
+    return data
+
+
+def _jpeg_scans(data: bytes) -> int:
+    """SOS markers in a JPEG (an upper bound: 0xFF 0xDA cannot occur in entropy-coded data, but may in metadata)."""
+    return data.count(b"\xff\xda")
+
+
+def _gif_comment_blocks(data: bytes, limit: int) -> int:
+    """Comment sub-blocks (and comment extensions) before the first image of a GIF, counting stops past ``limit``
+    (and at any structure Pillow will judge itself: the first image, the trailer, an unknown byte, the end)."""
+    if len(data) < 13:
+        return 0
+    pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
+    comments = blocks = 0
+    while pos + 1 < len(data) and data[pos] == 0x21 and comments <= limit and blocks <= 16 * limit:
+        is_comment = data[pos + 1] == 0xFE
+        comments += is_comment
+        pos += 2
+        while pos < len(data) and data[pos] and comments <= limit and blocks <= 16 * limit:
+            comments += is_comment
+            blocks += 1
+            pos += 1 + data[pos]
+        pos += 1
+    return comments
+
+
+def _prescan(fp: Any, head: bytes) -> None:
+    """Refuse, before Pillow parses them, the few valid-looking files whose parsing or decoding cost is far out of
+    proportion to their size (see :data:`MAX_JPEG_SCANS`, :data:`MAX_GIF_COMMENT_BLOCKS`)."""
+    if head[:3] == b"\xff\xd8\xff":
+        n = _jpeg_scans(_read_all(fp))
+        if n > MAX_JPEG_SCANS:
+            logger.info("JPEG with %d scans refused", n)
+            raise ImageError(
+                f"The JPEG file has an abnormal structure ({n} scans, where photos have at most a few dozen) and "
+                "was not decoded. Save the photo again as an ordinary JPEG and upload it again.",
+                code="corrupt",
+            )
+    elif head[:4] == b"GIF8":
+        if _gif_comment_blocks(_read_all(fp), MAX_GIF_COMMENT_BLOCKS) > MAX_GIF_COMMENT_BLOCKS:
+            logger.info("GIF with over %d comment blocks refused", MAX_GIF_COMMENT_BLOCKS)
+            raise ImageError(
+                "The GIF file has an abnormal structure (a huge number of comment blocks) and was not decoded. "
+                + _UPLOAD_HINT,
+                code="corrupt",
+            )
+
+
 # --------------------------------------------------------------------------- #
 # conversion to RGB
 # --------------------------------------------------------------------------- #
@@ -302,10 +368,22 @@ def _sixteen_to_u8(arr: np.ndarray) -> np.ndarray:
 
 
 def _float_to_u8(arr: np.ndarray) -> np.ndarray:
-    a = np.nan_to_num(arr.astype(np.float64, copy=False), nan=0.0, posinf=255.0, neginf=0.0)
-    if a.size and a.max() <= 1.0:
-        a = a * 255.0
-    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+    """NaN -> 0, +inf -> 255, -inf -> 0; all values <= 1 -> scaled by 255; then rounded and clipped to 0..255. In
+    blocks of rows, as ``_sixteen_to_u8``: float64 copies of a whole 64-megapixel float TIFF (a 0.4 MB file when
+    compressed) took over 2 GB."""
+    def blocks():
+        rows = max(1, (1 << 19) // max(1, arr[0].size)) if arr.ndim and len(arr) else 1
+        for i in range(0, len(arr) if arr.ndim else 0, rows):
+            yield i, np.nan_to_num(arr[i:i + rows].astype(np.float64), copy=False, nan=0.0, posinf=255.0, neginf=0.0)
+
+    scale = 255.0 if arr.size and max(float(a.max()) for _, a in blocks()) <= 1.0 else 1.0
+    out = np.empty(arr.shape, np.uint8)
+    for i, a in blocks():
+        a *= scale
+        np.rint(a, out=a)
+        np.clip(a, 0, 255, out=a)
+        out[i:i + len(a)] = a
+    return out
 
 
 def _flatten_alpha(im: Image.Image) -> Image.Image:
@@ -387,6 +465,7 @@ def _open_and_decode(fp: BinaryIO, head: bytes, max_pixels: int, max_side: int |
                      decode: bool = True) -> Image.Image:
     """Open ``fp`` (positioned anywhere; Pillow seeks to 0), check the header, decode (unless ``decode`` is False:
     then the opened, undecoded image is returned once its header passed)."""
+    _prescan(fp, head)
     try:
         im = Image.open(fp, formats=list(_formats))
     except UnidentifiedImageError as exc:
@@ -468,17 +547,23 @@ def _decode(im: Image.Image, max_pixels: int, max_side: int | None, *, own: bool
             + _UPLOAD_HINT,
             code="corrupt",
         ) from exc
-    return _finish(im, max_side)
+    return _finish(im, max_side, (width, height))
 
 
-def _finish(im: Image.Image, max_side: int | None) -> Image.Image:
+def _finish(im: Image.Image, max_side: int | None, source_size: tuple[int, int] | None = None) -> Image.Image:
+    """Upright, RGB, at most ``max_side``; ``source_size`` is the file's own size (before ``draft``), recorded as
+    ``info[ORIGINAL_SIZE]`` (upright) when the image handed back is smaller, so that messages quote the user's size."""
     original = im
+    source = tuple(source_size or im.size)
+    before = im.size
     try:
         transposed = ImageOps.exif_transpose(im)
         if transposed is not None:
             im = transposed
     except Exception as exc:  # broken EXIF must not make a good photo unusable
         logger.warning("ignoring unreadable EXIF orientation: %r", exc)
+    if im.size != before:  # turned by 90 or 270 degrees
+        source = source[::-1]
     im = _to_rgb(im)
     if max_side and max(im.size) > max_side:
         if im is original:
@@ -486,6 +571,9 @@ def _finish(im: Image.Image, max_side: int | None) -> Image.Image:
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if im is original:
         im = im.copy()  # never hand back the caller's object (or a lazily opened file)
+    im.info.pop(ORIGINAL_SIZE, None)  # never one that came with the file (a PNG text chunk lands in info too)
+    if im.size != source:
+        im.info[ORIGINAL_SIZE] = source
     try:  # EXIF that Pillow cannot parse is dropped, so that nothing downstream trips over it (getexif raises)
         im.getexif()
     except Exception as exc:  # noqa: BLE001 - SyntaxError, struct.error, ... from a damaged EXIF block

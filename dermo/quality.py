@@ -30,6 +30,10 @@ the 10,015 HAM10000 images has chroma >= 5.2 (median 52.7); black-and-white phot
 checkerboards have 0. The model judges colour, so a grey photo is asked to be retaken in colour. Both HAM figures:
 ``python benchmarks/quality_thresholds.py --n 10015`` (reports/quality_thresholds.json).
 
+Width and height are those of the user's file: when ``load_image`` downscaled it (longest side over 4096 px), the
+size it recorded in ``img.info[dermo.imageio.ORIGINAL_SIZE]`` (a 10000 x 100 strip is "very long and narrow", not
+"too small (4096 x 41)").
+
 A too-small image is only reported as too small, and a too-dark/too-bright
 image is not also reported as blurry: the other measures are meaningless
 there and one clear instruction is better than three (the measures are
@@ -88,6 +92,8 @@ from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image
+
+from dermo.imageio import ORIGINAL_SIZE
 
 __all__ = [
     "ANALYSIS_SIDE",
@@ -213,6 +219,15 @@ def measure(img: Image.Image) -> dict[str, float]:
     }
 
 
+def _file_size(img: Image.Image) -> tuple[int, int]:
+    """The size of the user's file: ``load_image``'s record of it when it downscaled the image, else the image's."""
+    size = img.info.get(ORIGINAL_SIZE)
+    if (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+            and max(size) >= max(img.size)):
+        return size
+    return img.size
+
+
 def check_quality(
     img: Image.Image,
     *,
@@ -234,12 +249,12 @@ def check_quality(
     """
     m = measure(img)
     report = QualityReport(measures=dict(m))
-    if min(img.width, img.height) < min_side:
-        report.add_issue("too_small", MESSAGES["too_small"].format(width=img.width, height=img.height,
-                                                                    min_side=min_side))
+    width, height = _file_size(img)
+    if min(width, height) < min_side:
+        report.add_issue("too_small", MESSAGES["too_small"].format(width=width, height=height, min_side=min_side))
     else:
-        if max(img.width, img.height) > max_aspect * min(img.width, img.height):
-            report.add_issue("elongated", MESSAGES["elongated"].format(width=img.width, height=img.height))
+        if max(width, height) > max_aspect * min(width, height):
+            report.add_issue("elongated", MESSAGES["elongated"].format(width=width, height=height))
         exposure_ok = True
         if m["brightness"] < dark:
             report.add_issue("too_dark", MESSAGES["too_dark"])

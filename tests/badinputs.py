@@ -63,7 +63,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-__all__ = ["CASES", "EXPECTED", "LOADS_OK", "REFUSED", "Case", "make_bad_inputs", "write_png"]
+__all__ = ["CASES", "EXPECTED", "LOADS_OK", "REFUSED", "Case", "gif_comment_bomb", "jpeg_scan_bomb", "make_bad_inputs",
+           "write_png"]
 
 
 @dataclass(frozen=True)
@@ -227,3 +228,50 @@ def make_bad_inputs(tmp_dir: str | Path) -> dict[str, Path]:
     if p["missing"].exists():
         p["missing"].unlink()
     return p
+
+
+# --------------------------------------------------------------------------- #
+# small files that are expensive to parse or decode (not in CASES: their outcome is "corrupt")
+# --------------------------------------------------------------------------- #
+
+def _segments(data: bytes) -> list[tuple[int, bytes]]:
+    """(marker, segment bytes) of a JPEG up to EOI; a SOS segment includes its entropy-coded data."""
+    out, i = [], 2
+    while data[i + 1] != 0xD9:
+        marker, length = data[i + 1], struct.unpack(">H", data[i + 2:i + 4])[0]
+        j = i + 2 + length
+        if marker == 0xDA:  # entropy-coded data runs to the next marker that is not a stuffed 0xFF00 or an RSTn
+            while not (data[j] == 0xFF and data[j + 1] != 0x00 and not 0xD0 <= data[j + 1] <= 0xD7):
+                j += 1
+        out.append((marker, data[i:j]))
+        i = j
+    return out
+
+
+def jpeg_scan_bomb(width: int = 8000, height: int = 8000, scans: int = 2000) -> bytes:
+    """A progressive JPEG whose header says ``width`` x ``height`` and which has ``scans`` scans, all but the first
+    without data: a few tens of KB that libjpeg decodes in about ``scans`` x 4 ms at 64 megapixels (one pass over the
+    image per scan)."""
+    segs = _segments(_jpeg_bytes(Image.new("RGB", (16, 16), (100, 50, 30)), quality=90, progressive=True))
+    sos = [seg for marker, seg in segs if marker == 0xDA]
+    out = bytearray(b"\xff\xd8")
+    for marker, seg in segs:
+        if marker == 0xC2:  # SOF2: the declared size
+            seg = seg[:5] + struct.pack(">HH", height, width) + seg[9:]
+        if marker != 0xDA:
+            out += seg
+    out += sos[0]
+    for k in range(scans - 1):  # the other scans' headers, again and again, with no entropy-coded data
+        seg = sos[1 + k % (len(sos) - 1)]
+        out += seg[:2 + struct.unpack(">H", seg[2:4])[0]]
+    return bytes(out + b"\xff\xd9")
+
+
+def gif_comment_bomb(blocks: int = 200_000) -> bytes:
+    """A valid 64x48 GIF whose one comment, before the image, is ``blocks`` one-byte sub-blocks: Pillow joins them in
+    quadratic time (0.4 MB: about half a second; 5 MB: over a minute)."""
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (180, 120, 100)).save(buf, "GIF")
+    g = buf.getvalue()
+    start = 13 + (3 << ((g[10] & 7) + 1) if g[10] & 0x80 else 0)  # after the header and global colour table
+    return g[:start] + b"\x21\xfe" + b"\x01c" * blocks + b"\x00" + g[start:]

@@ -15,7 +15,7 @@ from PIL import Image, ImageFile
 
 import dermo.imageio as imageio
 from dermo.imageio import MAX_SIDE, ImageError, load_image
-from tests.badinputs import CASES, EXPECTED, LOADS_OK, REFUSED, make_bad_inputs
+from tests.badinputs import CASES, EXPECTED, LOADS_OK, REFUSED, gif_comment_bomb, jpeg_scan_bomb, make_bad_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 PIL_MAX_PIXELS = Image.MAX_IMAGE_PIXELS
@@ -631,3 +631,79 @@ def test_text_with_a_multibyte_character_cut_at_the_sniffed_prefix():
     with pytest.raises(ImageError) as ei:  # invalid UTF-8 early on is not text
         load_image(b"a" * 100 + b"\xff\xfe" + b"a" * 500)
     assert ei.value.code == "not_image" and "contains text" not in str(ei.value)
+
+
+def test_short_binary_files_are_not_called_text():
+    """A JPEG or GIF cut after a few bytes is not "text" (a stray byte near the end used to count as a cut character,
+    and "GIF89a" plus a few header bytes is valid UTF-8)."""
+    jpeg = _jpeg(Image.new("RGB", (64, 48), (180, 120, 100)))
+    buf = io.BytesIO()
+    Image.new("RGB", (600, 450), (180, 120, 100)).save(buf, "GIF")  # header: b"GIF87aX\x02\xc2\x01..."
+    for data in [jpeg[:k] for k in range(1, 6)] + [buf.getvalue()[:k] for k in range(8, 14)]:
+        with pytest.raises(ImageError) as ei:
+            load_image(data)
+        assert ei.value.code in ("not_image", "corrupt", "truncated") and "contains text" not in str(ei.value), data
+    for text in (b"hi", b"hello\r\n", "caf\u00e9\tnaive\f\n".encode()):  # short text is still text
+        with pytest.raises(ImageError, match="it contains text"):
+            load_image(text)
+
+
+def test_float_conversion_memory_is_bounded_and_exact():
+    """A float TIFF (mode F) of 64 MP can be a 0.4 MB file: converting it must not take float64 copies of the whole
+    image (they took over 2 GB); the result is that of the whole-image rule, block by block."""
+    import tracemalloc
+
+    arr = np.full((4000, 4000), 0.5, np.float32)  # 64 MB
+    tracemalloc.start()
+    try:
+        out = imageio._float_to_u8(arr)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.dtype == np.uint8 and (out == 128).all()
+    assert peak < 40e6, peak  # the 16 MB result and a few MB of blocks (whole-image copies took over 500 MB)
+    a = np.full((600, 900), 0.25, np.float32)  # more than one block
+    a[-1, -1] = np.nan
+    np.testing.assert_array_equal(imageio._float_to_u8(a)[0, :3], [64, 64, 64])  # all <= 1: scaled by 255
+    assert imageio._float_to_u8(a)[-1, -1] == 0
+    a[-1, -1] = np.inf  # +inf counts as 255, in the last block: nothing is scaled, also in the first block
+    assert imageio._float_to_u8(a)[0, 0] == 0 and imageio._float_to_u8(a)[-1, -1] == 255
+    a[-1, -1] = 300.0
+    assert imageio._float_to_u8(a)[-1, -1] == 255
+
+
+def test_progressive_jpeg_with_thousands_of_scans_is_refused_without_decoding(monkeypatch):
+    """Each scan of a progressive JPEG is a pass over the whole image: 1000 empty scans in a 10 KB file took seconds
+    (2000 at 64 MP: 7 s; 20000: 80 s per request). Real photos have 1 to about 20 (HAM10000: 1)."""
+    bomb = jpeg_scan_bomb(4000, 4000, scans=1000)
+    assert len(bomb) < 20_000
+
+    def no_decoding(self, *a, **k):
+        raise AssertionError("pixel data decoded")
+
+    with monkeypatch.context() as m:
+        m.setattr(ImageFile.ImageFile, "load", no_decoding)
+        with pytest.raises(ImageError) as ei:
+            load_image(bomb)
+    assert ei.value.code == "corrupt" and "1000 scans" in str(ei.value)
+    for mode, scans in (("RGB", 10), ("L", 6), ("CMYK", 18)):  # what libjpeg writes: loads
+        data = _jpeg(Image.new(mode, (64, 48)), progressive=True)
+        assert imageio._jpeg_scans(data) == scans
+        assert load_image(data).size == (64, 48)
+    assert load_image(jpeg_scan_bomb(64, 48, scans=imageio.MAX_JPEG_SCANS)).size == (64, 48)
+
+
+def test_gif_with_a_huge_comment_is_refused_before_pillow_parses_it(tmp_path):
+    """Pillow joins a GIF's comment sub-blocks in quadratic time, while opening it (so in check_image_file too, which
+    the app runs on every new upload, outside the queue): 200000 one-byte blocks (0.4 MB) took about 0.5 s, 5 MB over
+    a minute."""
+    path = tmp_path / "comment.gif"
+    path.write_bytes(gif_comment_bomb(200_000))
+    for check in (load_image, imageio.check_image_file):
+        with pytest.raises(ImageError) as ei:
+            check(path)
+        assert ei.value.code == "corrupt" and "comment" in str(ei.value)
+    ok = gif_comment_bomb(1000)  # an ordinary (even long) comment loads
+    assert load_image(ok).getpixel((5, 5)) == (180, 120, 100)
+    with Image.open(io.BytesIO(ok)) as raw:
+        assert raw.info["comment"] == b"c" * 1000

@@ -63,6 +63,35 @@ def test_a_long_strip_is_asked_to_be_cropped(w, h, elongated):
         assert not r.ok
 
 
+@pytest.mark.parametrize("fmt, w, h, orientation", [("PNG", 10000, 100, 1), ("JPEG", 10000, 100, 1),
+                                                     ("JPEG", 100, 10000, 1), ("JPEG", 10000, 100, 6)])
+def test_messages_quote_the_size_of_the_users_file(tmp_path, fmt, w, h, orientation):
+    """load_image shrinks a photo over 4096 px (a 10000 x 100 strip to 4096 x 41): the gate judges and quotes the
+    file's own (upright) size, so the strip is asked to be cropped, not called "too small (4096 x 41)"; a size that
+    came with the file itself (a PNG text chunk of the same name) is never trusted."""
+    from PIL import PngImagePlugin
+
+    from dermo.imageio import ORIGINAL_SIZE
+
+    path = tmp_path / f"strip.{fmt.lower()}"
+    im = synthetic_lesion(w, h)
+    exif = im.getexif()
+    exif[0x0112] = orientation  # 6: turned 90 degrees, so the upright photo is h x w
+    im.save(path, fmt, **({"exif": exif.tobytes()} if fmt == "JPEG" else {}))
+    loaded = load_image(path)
+    upright = (w, h) if orientation == 1 else (h, w)
+    assert max(loaded.size) == 4096 and loaded.info[ORIGINAL_SIZE] == upright
+    r = check_quality(loaded)
+    assert r.codes[0] == "elongated" and "too_small" not in r.codes, (r.codes, r.reasons)
+    assert f"{upright[0]} x {upright[1]} pixels" in r.reasons[0]
+    info = PngImagePlugin.PngInfo()
+    info.add_text(ORIGINAL_SIZE, "(10000, 100)")
+    synthetic_lesion(300, 200).save(tmp_path / "spoof.png", pnginfo=info)
+    spoof = load_image(tmp_path / "spoof.png")
+    assert ORIGINAL_SIZE not in spoof.info and check_quality(spoof).ok
+    assert check_quality(synthetic_lesion(4000, 41)).codes == ["too_small"]  # a small image without the record
+
+
 def test_all_black_is_too_dark():
     r = check_quality(Image.new("RGB", (200, 150), 0))
     assert not r.ok
