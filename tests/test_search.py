@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -234,7 +235,20 @@ def test_a_dying_worker_fails_its_own_job_not_the_search(tmp_path, monkeypatch):
     finally:
         runner.close()
     assert recs["t0"]["status"] == "failed" and "worker process died" in recs["t0"]["error"]
-    assert all(recs[f"t{i}"]["status"] == "ok" for i in range(1, len(lrs))), recs
+    assert all(recs[f"t{i}"]["status"] == "ok" for i in range(1, len(lrs))), {k: (v["status"], v.get("error")) for k, v in sorted(recs.items())}
+
+
+def test_a_suspect_job_never_shares_the_pool_with_another():
+    """After a breakdown the jobs that were in it are suspects: one at a time in the pool, beside jobs that were not,
+    so the killer cannot take the same innocent job down with it until both are recorded as failed."""
+    job = lambda n: {"name": n}  # noqa: E731
+    deaths = {"killer": 1, "innocent": 1}
+    queue = [job("killer"), job("innocent"), job("fresh")]
+    assert S._next_job(queue, {}, deaths)["name"] == "killer"  # an empty pool takes the first, suspect or not
+    pending = {"f1": job("killer")}
+    assert S._next_job(queue, pending, deaths)["name"] == "fresh"  # the other suspect waits
+    assert S._next_job(queue, pending, deaths) is None and [j["name"] for j in queue] == ["innocent"]
+    assert S._next_job(queue, {"f2": job("fresh")}, deaths)["name"] == "innocent" and queue == []
 
 
 def test_a_rung_cut_by_the_deadline_is_not_ranked(tmp_path, monkeypatch):
@@ -250,7 +264,7 @@ def test_a_rung_cut_by_the_deadline_is_not_ranked(tmp_path, monkeypatch):
         def __init__(self, data, concurrency, journal, cache_dir, on_record=None):
             self.on_record, self.concurrency = on_record, concurrency
 
-        def run_jobs(self, jobs, deadline=None):
+        def run_jobs(self, jobs, deadline=None, stop_at=None):
             todo = sorted(jobs, key=lambda j: -j["cost"])
             calls.append([j["name"] for j in todo])
             if len(calls) == 2:
@@ -314,3 +328,139 @@ def test_a_broken_cuda_context_ends_its_worker_an_oom_does_not(tmp_path, monkeyp
         monkeypatch.setattr(S, "_WORKER_DATA", {} if in_worker else None)
         rec = S.execute(job, {})
         assert rec["status"] == "failed" and exits == expected, (err, in_worker)
+
+
+SLOW_WORKER = """
+import time
+import dermo.training as DT
+
+
+def fake_run(cfg, data=None):  # stands in for training in the search's worker processes
+    if cfg.train.lr == 0.5:
+        time.sleep(600)  # a trial that would run far past the call's limit
+    return {"best_epoch": 0, "train_seconds": 0.1, "train_img_per_s": 1.0, "model_dir": cfg.train.output_dir,
+            "validation": {"score": cfg.train.lr, "auroc": 0.5}}
+
+
+DT.run = fake_run
+"""
+
+
+def test_a_job_running_at_the_hard_limit_is_stopped(tmp_path, monkeypatch):
+    """stop_at: the Runner hands control back at the hard limit even with a job still running (its worker is
+    killed, the job gets no record), and a new pool serves the next call."""
+    import time
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_WORKER)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), root]))
+    x = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    data = {"train": (x, [0, 1, 0, 1]), "validation": (x, [0, 1, 0, 1])}
+    runner = S.Runner(data, 2, tmp_path / "trials.jsonl", tmp_path / "cache")
+    base = S.RunConfig()
+    jobs = [S.make_job(base, f"t{i}", "trial", {"lr": lr}, 1, tmp_path / f"t{i}") for i, lr in enumerate([0.5, 1e-3])]
+    try:
+        t0 = time.perf_counter()
+        recs = runner.run_jobs(jobs, stop_at=t0 + 20)
+        took = time.perf_counter() - t0
+        old_pids = {recs["t1"]["pid"]} if "t1" in recs else set()
+        again = runner.run_jobs([S.make_job(base, "t2", "trial", {"lr": 2e-3}, 1, tmp_path / "t2")])
+    finally:
+        runner.close()
+    assert "t0" not in recs and 19 < took < 45, (recs, took)
+    assert all(json.loads(line)["name"] != "t0" for line in (tmp_path / "trials.jsonl").read_text().splitlines())
+    assert again["t2"]["status"] == "ok" and again["t2"]["pid"] not in old_pids  # a new pool
+
+
+class FinalRunner:
+    """The Runner's interface: every trial scores by its learning rate and takes ``wall_s`` seconds; the final
+    winner job does what ``winner`` says ("ok", "failed" or "stopped": no record)."""
+    winner = "ok"
+    wall_s = 1.0
+    calls: list = []
+
+    def __init__(self, data, concurrency, journal, cache_dir, on_record=None):
+        self.on_record, self.concurrency, self.root = on_record, concurrency, Path(cache_dir).parent
+
+    def run_jobs(self, jobs, deadline=None, stop_at=None):
+        FinalRunner.calls.append((sorted(j["name"] for j in jobs), stop_at))
+        out = {}
+        for j in jobs:
+            if j["name"] == "winner" and self.winner == "stopped":
+                continue
+            d = Path(j["cfg"]["train"]["output_dir"]) / "best"
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "model.safetensors").write_text(j["name"])
+            rec = {"name": j["name"], "kind": j["kind"], "rung": j.get("rung"), "status": "ok", "wall_s": self.wall_s,
+                   "epochs": j["cfg"]["train"]["epochs"], "span": j["span"], "overrides": j["overrides"],
+                   "model_dir": str(d), "validation": {"score": j["cfg"]["train"]["lr"], "auroc": 0.5}}
+            if j["name"] == "winner" and self.winner == "failed":
+                rec = {**rec, "status": "failed", "error": "RuntimeError: boom"}
+                rec.pop("model_dir")
+            out[j["name"]] = rec
+            if self.on_record:
+                self.on_record(rec)
+        return out
+
+    def close(self):
+        pass
+
+
+def _final_search(tmp_path, monkeypatch, winner="ok", wall_s=1.0, time_limit_s=0.0, evaluate=None):
+    import numpy as np
+
+    import dermo.training as T
+    from dermo.config import RunConfig
+
+    monkeypatch.setattr(FinalRunner, "winner", winner)
+    monkeypatch.setattr(FinalRunner, "wall_s", wall_s)
+    monkeypatch.setattr(FinalRunner, "calls", [])
+    monkeypatch.setattr(S, "Runner", FinalRunner)
+    monkeypatch.setattr(S, "evaluate_model", evaluate or (
+        lambda d, data, n_boot=0, tta=False: {"model_dir": str(d), "validation": {"score": 0.5}}))
+    monkeypatch.setattr(T, "write_teacher_cache", lambda cfg: None)
+    base = RunConfig().override(teacher=str(tmp_path / "teacher"))
+    x = torch.zeros(2, 8, 8, 3, dtype=torch.uint8)
+    data = {"train": (x, np.array([0, 1])), "validation": (x, np.array([0, 1])), "train_ids": ["a", "b"]}
+    space = {"name": "f", "grid": {"lr": [1e-3, 2e-3]}}
+    return S.search(base, space, [1], 2, tmp_path / "s", final_epochs=3, data=data, report=tmp_path / "r",
+                    time_limit_s=time_limit_s)
+
+
+@pytest.mark.parametrize("winner, why", [("failed", "the retrain failed (RuntimeError: boom)"),
+                                         ("stopped", "the retrain was stopped at the time limit")])
+def test_a_winner_whose_retrain_did_not_happen_is_its_trial_model(tmp_path, monkeypatch, winner, why):
+    rep = _final_search(tmp_path, monkeypatch, winner=winner, time_limit_s=3600)
+    w = rep["final"]["winner"]
+    assert rep["winner"]["id"] == "t001" and why in w["note"] and "1 epochs, not the final budget's 3" in w["note"]
+    assert (tmp_path / "s" / "winner" / "best" / "model.safetensors").read_text() == "t001"  # the trial's model
+    assert w["validation"] and rep["final"]["ship"] in ("winner", "untuned") and rep["status"] == "complete"
+    assert all(stop is not None for _, stop in FinalRunner.calls)  # every call is bounded by the time limit
+
+
+def test_a_retrain_that_cannot_fit_the_time_limit_is_not_started(tmp_path, monkeypatch):
+    rep = _final_search(tmp_path, monkeypatch, wall_s=1000.0, time_limit_s=600)  # 3 epochs ~ 3000 s > 570 s left
+    assert all("winner" not in names for names, _ in FinalRunner.calls)
+    w = rep["final"]["winner"]
+    assert "not retrained: the time limit left" in w["note"] and w["validation"]
+    assert "1 epochs:" in (tmp_path / "r.md").read_text()  # the table heading says what the model had
+
+
+def test_without_a_time_limit_the_winner_is_retrained(tmp_path, monkeypatch):
+    rep = _final_search(tmp_path, monkeypatch, wall_s=1000.0)
+    assert any("winner" in names for names, _ in FinalRunner.calls)
+    assert "note" not in rep["final"]["winner"] and rep["final"]["winner"]["epochs"] == 3
+
+
+def test_a_model_that_cannot_be_evaluated_leaves_the_report_complete(tmp_path, monkeypatch):
+    def evaluate(d, data, n_boot=0, tta=False):
+        if "untuned" in str(d):
+            raise RuntimeError("CUDA out of memory")
+        return {"model_dir": str(d), "validation": {"score": 0.5}}
+
+    rep = _final_search(tmp_path, monkeypatch, evaluate=evaluate)
+    assert rep["status"] == "complete" and rep["final"]["winner"]["validation"]
+    assert "evaluation failed: RuntimeError: CUDA out of memory" in rep["final"]["untuned"]["error"]
+    assert "ship" not in rep["final"]

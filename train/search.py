@@ -245,7 +245,7 @@ class Runner:
                 (cache_dir / "train_ids.json").write_text(json.dumps(data["train_ids"]))
             import multiprocessing as mp
 
-            threads = max(1, (os.cpu_count() or 1) // concurrency)
+            threads = max(1, _cpu_count() // concurrency)
             self._new_pool = lambda: ProcessPoolExecutor(concurrency, mp_context=mp.get_context("spawn"),
                                                          initializer=_init_worker,
                                                          initargs=(str(cache_dir), threads))
@@ -280,8 +280,15 @@ class Runner:
             self.on_record(rec)
         return rec
 
-    def run_jobs(self, jobs: list[dict], deadline: float | None = None) -> dict[str, dict]:
-        """Run jobs (reusing journaled ones); jobs not started before ``deadline`` (perf_counter) get no record."""
+    def run_jobs(self, jobs: list[dict], deadline: float | None = None,
+                 stop_at: float | None = None) -> dict[str, dict]:
+        """Run jobs (reusing journaled ones); jobs not started before ``deadline`` (perf_counter) get no record.
+
+        ``stop_at`` (perf_counter) is a hard limit: no job starts after it, and jobs still running in the worker
+        processes then are stopped (the workers are killed; a new pool serves later calls) and get no record either,
+        so that a caller with a fixed time budget always gets control back in time. In-process (concurrency 1) a
+        running job cannot be stopped: ``stop_at`` then only keeps new jobs from starting.
+        """
         out: dict[str, dict] = {}
         todo = []
         for job in jobs:
@@ -292,7 +299,8 @@ class Runner:
                 todo.append(job)
         # Longest first (epochs to run / batch size ~ steps) so stragglers do not idle the other workers.
         todo.sort(key=lambda j: -j["cost"])
-        expired = lambda: deadline is not None and time.perf_counter() > deadline  # noqa: E731
+        stopped = lambda: stop_at is not None and time.perf_counter() > stop_at  # noqa: E731
+        expired = lambda: stopped() or deadline is not None and time.perf_counter() > deadline  # noqa: E731
         if self.pool is None:
             for job in todo:
                 if expired():
@@ -305,7 +313,9 @@ class Runner:
         while queue or pending:
             try:
                 while queue and len(pending) < self.concurrency and not expired():
-                    job = queue.pop(0)
+                    job = _next_job(queue, pending, deaths)
+                    if job is None:
+                        break
                     try:
                         pending[self.pool.submit(_execute_in_worker, job)] = job
                     except BrokenProcessPool:  # a worker died since the last wait (counted for this job too,
@@ -320,7 +330,11 @@ class Runner:
                 continue
             if not pending:
                 break
-            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            timeout = None if stop_at is None else max(0.0, stop_at - time.perf_counter())
+            finished, _ = wait(pending, timeout=timeout, return_when=FIRST_COMPLETED)
+            if not finished:  # the hard limit passed with these jobs still running
+                self._abandon(pending)
+                break
             if any(isinstance(f.exception(), BrokenProcessPool) for f in finished):
                 self._restart(pending, queue, deaths, out)
             for fut in finished:
@@ -353,10 +367,43 @@ class Runner:
         self.pool = self._new_pool()
         logger.warning("a worker process died; %d job(s) queued for a new pool", len(queue))
 
+    def _abandon(self, pending: dict) -> None:
+        """Stop the jobs still running at the hard limit: kill the pool's worker processes (a running trial cannot be
+        interrupted otherwise) and put a new, not yet started, pool in its place."""
+        logger.warning("time limit: stopping %d running job(s): %s", len(pending),
+                       ", ".join(sorted(j["name"] for j in pending.values())))
+        for proc in list((getattr(self.pool, "_processes", None) or {}).values()):
+            try:
+                proc.kill()
+            except Exception:  # noqa: BLE001 - already gone
+                pass
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        pending.clear()
+        self.pool = self._new_pool()  # its processes start only if another job is submitted
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
             shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+
+def _cpu_count() -> int:
+    """CPUs this process may run on (a container's share, where os.cpu_count() tells the host's)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _next_job(queue: list[dict], pending: dict, deaths: dict[str, int]) -> dict | None:
+    """The next job to submit, taken out of ``queue``: at most one suspect (a job that was in a pool breakdown) is
+    in the pool at a time, so the job that kills its workers never dies twice beside the same innocent one (side by
+    side in the queue, they would die together until both reached ``MAX_DEATHS``). None: nothing may start now."""
+    suspect_running = any(deaths.get(j["name"]) for j in pending.values())
+    for i, job in enumerate(queue):
+        if not (suspect_running and deaths.get(job["name"])):
+            return queue.pop(i)
+    return None
 
 
 MAX_DEATHS = 3  # a job in this many pool breakdowns is recorded as failed (it is likely the one that kills workers)
@@ -417,12 +464,17 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
            final_epochs: int | None = None, untuned_dir: str | None = None, report: Path | None = None,
            label: str = "", deadline_s: float = 0.0, n_boot: int = 1000, command: str = "",
            data: dict[str, tuple] | None = None, decode_s: float = 0.0,
-           runner: "Runner | None" = None) -> dict[str, Any]:
+           runner: "Runner | None" = None, time_limit_s: float = 0.0) -> dict[str, Any]:
     """Successive halving over ``space`` on ``base``, then the final retrain and the test evaluation.
 
     Returns the report dict (also written to ``report``.json/.md when given, after every finished job). ``runner``:
     a pool of ``concurrency`` workers already warm on ``data`` (the concurrency benchmark's), which the search then
     owns and closes; without it the search starts its own.
+
+    ``time_limit_s`` (0 = none): the complete report (winner and untuned evaluated on test) is due that many seconds
+    after the start. Trials and final runs still running ``FINAL_EVAL_RESERVE_S`` before it are stopped (a cut rung
+    is treated like one the deadline cut), a retrain that would not fit (estimated from the winner's own trial time
+    per epoch) is not started, and a winner that could not be retrained, in time or at all, is its trial's model.
     """
     t_start = time.perf_counter()
     rungs = [int(r) for r in rungs]
@@ -496,6 +548,7 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
             runner.close()
         runner = Runner(data, concurrency, out / "trials.jsonl", out / "cache", on_record)
     deadline = t_start + deadline_s if deadline_s else None
+    hard_end = t_start + time_limit_s - FINAL_EVAL_RESERVE_S if time_limit_s else None
     try:
         alive = list(names)
         t_search = time.perf_counter()
@@ -511,7 +564,8 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
             # down the curve it was on (a schedule per rung would decay to 0, then jump back up on promotion)
             jobs = [make_job(base, n, "trial", configs[names.index(n)], epochs, out / "trials" / n, rung=k,
                              start_epochs=rungs[k - 1] if k else 0, schedule_epochs=rungs[-1]) for n in alive]
-            recs = runner.run_jobs(jobs + ([untuned_job] if k == 0 and untuned_job else []), deadline)
+            recs = runner.run_jobs(jobs + ([untuned_job] if k == 0 and untuned_job else []), deadline,
+                                   stop_at=hard_end)
             for n, r in recs.items():
                 if r.get("reused") and n in by_name:
                     on_record(r)
@@ -519,7 +573,7 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
             last_ok.update({n: recs[n] for n in ran})
             missing = [n for n in alive if n not in recs]
             for n in missing:
-                by_name[n]["note"] = f"not run at rung {k} ({epochs} epochs): deadline reached"
+                by_name[n]["note"] = f"not run at rung {k} ({epochs} epochs): deadline or time limit reached"
             if missing and k > 0:
                 # The deadline cut this rung: trials are compared at the last rung they all finished (ranking it
                 # among the trials that happened to run first would favour the ones scheduled first, the small
@@ -553,12 +607,29 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
         final_jobs = []
         reuse = won["epochs"] == final_epochs == rungs[-1] and bool(won.get("model_dir")) \
             and Path(won["model_dir"]).is_dir()
+        fallback = ""  # why the winning trial's own model stands in for a retrain that did not happen
         if not reuse:
-            final_jobs.append(make_job(base, "winner", "final", by_name[winner]["overrides"], final_epochs,
-                                       out / "winner"))
+            est = _retrain_estimate(by_name[winner], final_epochs)
+            if hard_end is not None and (time.perf_counter() > hard_end or
+                                         est is not None and time.perf_counter() + est > hard_end):
+                fallback = (f"not retrained: the time limit left {max(0.0, hard_end - time.perf_counter()):.0f} s, "
+                            f"a {final_epochs}-epoch retrain takes about {_fmt(est, 0)} s")
+                logger.warning("winner %s: %s", winner, fallback)
+            else:
+                final_jobs.append(make_job(base, "winner", "final", by_name[winner]["overrides"], final_epochs,
+                                           out / "winner"))
         if untuned_job:  # trained beside the first rung: reused from the journal (run now if the deadline stopped it)
             final_jobs.append(untuned_job)
-        finals = runner.run_jobs(final_jobs) if final_jobs else {}
+        finals = runner.run_jobs(final_jobs, stop_at=hard_end) if final_jobs else {}
+        if not reuse and not fallback:
+            if "winner" not in finals:
+                fallback = "not retrained: the retrain was stopped at the time limit"
+            elif finals["winner"].get("status") != "ok":
+                fallback = f"not retrained: the retrain failed ({finals['winner'].get('error')})"
+            if fallback:
+                logger.warning("winner %s: %s", winner, fallback)
+        if fallback and won.get("model_dir") and Path(won["model_dir"]).is_dir():
+            reuse = True
         if reuse:  # copied to out/winner like a retrained one (the trials' folders stay behind on the device)
             src, dst = Path(won["model_dir"]), out / "winner"
             shutil.rmtree(dst, ignore_errors=True)
@@ -567,7 +638,10 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
                 if (src.parent / f).is_file():
                     shutil.copy2(src.parent / f, dst / f)
             finals["winner"] = {**won, "kind": "final", "wall_s": 0.0, "trial_model": True,
-                                "model_dir": str(dst / "best")}
+                                "model_dir": str(dst / "best"), "fallback": fallback,
+                                "retrain_error": (finals.get("winner") or {}).get("error")}
+        elif "winner" not in finals:
+            finals["winner"] = {"status": "failed", "error": fallback or "not trained"}
     finally:
         runner.close()
     rep["timing"]["final_train_wall_s"] = time.perf_counter() - t_final
@@ -578,7 +652,12 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
         rec = finals.get(key, {})
         entry: dict[str, Any] = {"overrides": rec.get("overrides", {}), "epochs": rec.get("epochs"),
                                  "train_wall_s": rec.get("wall_s"), "status": rec.get("status", "given")}
-        if rec.get("trial_model"):
+        if rec.get("trial_model") and rec.get("fallback"):
+            entry["note"] = (f"the winning trial's own model ({winner}, {rec.get('epochs')} epochs, not the final "
+                             f"budget's {final_epochs}), {rec['fallback']}")
+            if rec.get("retrain_error"):
+                entry["retrain_error"] = rec["retrain_error"]
+        elif rec.get("trial_model"):
             entry["note"] = (f"the winning trial's own model ({winner}, {rec.get('epochs')} epochs on the full "
                              "budget's schedule), not retrained: a retrain would be the same run again: same seed, data order and schedule")
         if key == "untuned":
@@ -588,7 +667,11 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
             if untuned_dir:
                 entry["note"] = f"existing model {untuned_dir}, not retrained by this search"
         if d and (rec.get("status") == "ok" or key == "untuned" and untuned_dir):
-            entry.update(evaluate_model(d, data, n_boot=n_boot, tta=base.train.tta))
+            try:  # one model that cannot be evaluated must not cost the other's figures (nor the report)
+                entry.update(evaluate_model(d, data, n_boot=n_boot, tta=base.train.tta))
+            except Exception as e:  # noqa: BLE001 - recorded in the report
+                logger.exception("evaluating %s (%s) failed", key, d)
+                entry["error"] = f"evaluation failed: {type(e).__name__}: {e}"
         else:
             entry["error"] = rec.get("error", "not trained")
         rep["final"][key] = entry
@@ -611,6 +694,17 @@ def search(base: RunConfig, space: dict, rungs: Sequence[int], eta: int, out: Pa
     if report is not None:
         write_report(rep, report)
     return rep
+
+
+FINAL_EVAL_RESERVE_S = 30.0  # of a --time-limit, kept for evaluating winner and untuned on validation and test
+
+
+def _retrain_estimate(trial: dict, epochs: int) -> float | None:
+    """Seconds a ``epochs``-epoch retrain of ``trial``'s config takes, from its own trials' wall time per epoch
+    (measured beside other trials: an overestimate when it runs alone, which a time budget can afford)."""
+    ok = [r for r in trial.get("rungs", []) if r.get("status") == "ok" and r.get("wall_s")]
+    n = sum(r["epochs_this_job"] for r in ok)
+    return sum(r["wall_s"] for r in ok) / n * epochs if n else None
 
 
 def _rung_row(rec: dict) -> dict:
@@ -766,7 +860,8 @@ def render_markdown(rep: dict) -> str:
             L.append("")
     if rep.get("final"):
         f = rep["final"]
-        how = (f"{rep['final_epochs']} epochs: {f['winner']['note']}" if f.get("winner", {}).get("note")
+        how = (f"{f['winner'].get('epochs') or rep['final_epochs']} epochs: {f['winner']['note']}"
+               if f.get("winner", {}).get("note")
                else f"retrained, {rep['final_epochs']} epochs from scratch")
         L.append(f"## Winner ({how}) vs untuned MAG-KD student")
         L.append("")
@@ -901,6 +996,10 @@ def build_search_parser() -> argparse.ArgumentParser:
     g.add_argument("--label", default="", help="report title suffix, e.g. 'CPU smoke run (not the real search)'")
     g.add_argument("--deadline", type=float, default=0.0, help="seconds after which no new trial starts "
                                                                 "(the final retrain still runs); 0 = none")
+    g.add_argument("--time-limit", "--time_limit", dest="time_limit", type=float, default=0.0,
+                   help="seconds after the start by which the report must be complete: trials and final runs "
+                        "still running shortly before are stopped, a winner not retrained in time is its trial's "
+                        "model; 0 = none")
     g.add_argument("--n_boot", type=int, default=1000, help="bootstrap resamples for the test CIs")
     g.add_argument("--bench-concurrency", "--bench_concurrency", dest="bench_concurrency", default="",
                    help="e.g. 1,4,8: first measure aggregate throughput of that many simultaneous short trials")
@@ -940,7 +1039,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                      final_epochs=args.final_epochs or None, untuned_dir=args.untuned or None,
                      report=Path(args.report), label=args.label,
                      deadline_s=max(deadline, 1e-3) if args.deadline else 0.0,
-                     n_boot=args.n_boot, command=command, data=data, decode_s=decode_s, runner=pool)
+                     n_boot=args.n_boot, command=command, data=data, decode_s=decode_s, runner=pool,
+                     time_limit_s=max(args.time_limit - (time.perf_counter() - t0), 1e-3) if args.time_limit
+                     else 0.0)
     except BaseException:
         if pool is not None:  # refused before it adopted the pool (closing twice is harmless)
             pool.close()
