@@ -119,11 +119,12 @@ def stats(parts: list[dict]) -> dict:
 
 
 def git_commit() -> str:
-    """The checkout's commit (short), with ``+dirty`` when tracked files differ from it; ``unknown`` outside git."""
+    """The checkout's commit (short), with ``+dirty`` when tracked files outside ``reports/`` (which this benchmark
+    rewrites) differ from it; ``unknown`` outside git."""
     try:
         run = lambda *c: subprocess.run(["git", "-C", str(ROOT), *c], capture_output=True, text=True,  # noqa: E731
                                         check=True).stdout.strip()
-        return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain", "-uno") else "")
+        return run("rev-parse", "--short", "HEAD") + ("+dirty" if run("status", "--porcelain", "-uno", "--", ".", ":!reports") else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
