@@ -105,7 +105,9 @@ def test_app_latency_matches_reports_app_benchmark():
     if "commit" in b:  # recorded by benchmarks/app.py since it was added there
         assert f"at commit {b['commit']}" in text
     assert f"single-client p50 {one['app']['p50_ms']:.1f} ms against {one['bare']['p50_ms']:.1f} ms" in text
-    assert f"(+{b['single_client_p50_overhead_ms']:.1f} ms" in text
+    assert f"({b['single_client_p50_overhead_ms']:+.1f} ms" in text
+    if "load_average_before" in b:
+        assert f"load average over the minute before the run {b['load_average_before'][0]:.2f}" in text
     assert (f"8 clients: {eight['app']['errors']} errors in {eight['app']['requests']} requests, "
             f"{eight['app']['throughput_rps']:.2f} requests/s, {b['eight_client_throughput_ratio']:.2f}x") in text
 
