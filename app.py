@@ -45,7 +45,7 @@ from dermo.imageio import ImageError, check_image_file, load_image  # noqa: E402
 from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, bands_text, format_banded, reported  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
-from dermo.report_card import BAND_COLORS, overlay_attention, render_report  # noqa: E402
+from dermo.report_card import BAND_COLORS, attention_strength, overlay_attention, render_report  # noqa: E402
 
 logger = logging.getLogger("dermohelper.app")
 HERE = Path(__file__).resolve().parent
@@ -71,7 +71,15 @@ if OOD is None:
 MODEL_INFO = {k: PREDICTOR.info[k] for k in ("name", "version", "sha256")}
 BAND_EDGES = dict(PREDICTOR.info["band_edges"])
 RETAKE = "Retake the photo"
+HEATMAP_LABEL = "Where the model looked"
+#: below this strength (dermo.report_card.attention_strength: the peak cell under 1.5x an even share) the map is
+#: drawn so faintly that it looks like the photo itself; its label then says why
+FAINT_BELOW = 0.5
 WELCOME = "<p>Upload or take a photo, then press <b>Analyse photo</b>.</p>"
+# in the empty photo box (Gradio's own text there, "Drop Image Here - or - Click to Upload", says nothing to a phone;
+# in the label, 12 px and cut off at 360 px, this advice was hard to read)
+PHOTO_HINT = ("Tap or click here to choose a photo, or use the camera button below.\n\n"
+              "One spot, close up, in focus, in good light.")
 # Formats DermoHelper reads that Chrome, Firefox and Edge cannot show (Safari can): the photo box stays blank.
 NO_PREVIEW = {"HEIF": "HEIC/HEIF", "TIFF": "TIFF"}
 NO_PREVIEW_HTML = ("<p id='dh-no-preview'>Your {kind} photo arrived. Many browsers cannot show this kind of file, so "
@@ -271,7 +279,15 @@ def _analyze_ui(path: str | None):
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)  # no half-written result left in the cache
         raise
-    return _band_html(result), overlay, gr.update(value=name, visible=True)
+    return (_band_html(result), gr.update(value=overlay, label=heatmap_label(attention)),
+            gr.update(value=name, visible=True))
+
+
+def heatmap_label(attention) -> str:
+    """The heatmap's label: a faint map says that it is faint because the model spread its attention out."""
+    if attention_strength(attention) < FAINT_BELOW:
+        return HEATMAP_LABEL + ": spread over much of the photo, so the map is faint"
+    return HEATMAP_LABEL
 
 
 def on_new_photo(path: str | None):
@@ -432,6 +448,15 @@ ON_LOAD = """() => {
                                                      attributeFilter: ['src']});
 }"""
 
+# Analyse photo pressed: on a phone the verdict (where Gradio shows the analysis running) is below the screen, and
+# nothing on the screen changed until the result came; bring it into view at once (a desktop shows it already).
+SHOW_PROGRESS = """() => {
+  const v = document.getElementById('dh-verdict');
+  if (!v) return;
+  const r = v.getBoundingClientRect();
+  if (r.top < 0 || r.top > window.innerHeight - 120) v.scrollIntoView({behavior: 'smooth', block: 'start'});
+}"""
+
 # A new photo that cannot be used: its message is in the card, which on a small phone lies below the screen.
 SHOW_MESSAGE = """() => {
   requestAnimationFrame(() => requestAnimationFrame(() => {
@@ -449,14 +474,23 @@ CSS = """
 .dh-disclaimer {font-size: 0.95em; background: #fff3e0; border-radius: 8px; padding: 8px 12px;}
 /* its own text colour: on its light background the dark theme's near-white text could not be read */
 .dh-disclaimer, .dh-disclaimer * {color: #3e2723 !important;}
-.dh-card-note {font-size: 0.9em; font-style: italic; margin-bottom: 0;}
+.dh-card-note {font-size: max(0.9em, 14px); font-style: italic; margin-bottom: 0;}
 .dh-expired {color: #b71c1c; font-weight: bold;}
 .dark .dh-expired {color: #ff8a80;}
 /* touch targets: upload / camera and the shutter are 18-22 px in Gradio's own style */
 #dh-photo .source-selection button {min-width: 44px; min-height: 44px;}
 #dh-photo button[aria-label='capture photo'] {min-width: 48px; min-height: 48px;}
 /* small phones: a lower photo box, so that Analyse photo is on the first screen */
-@media (max-width: 400px) { #dh-photo {height: 280px !important;} }
+@media (max-width: 400px) { #dh-photo {height: 272px !important;} }
+/* no heatmap yet (first load, a retake, a file that cannot be used): no empty 360 px box and no note about it */
+#dh-heatmap:has(.empty), #dh-heatmap:has(.empty) ~ #dh-heatmap-note {display: none !important;}
+/* phones: the photo's remove / fullscreen buttons (18 px in Gradio's style) and the two main buttons (40 px) */
+@media (pointer: coarse) {
+  #dh-photo .icon-button-wrapper button, #dh-heatmap .icon-button-wrapper button {min-width: 44px; min-height: 44px;}
+}
+#dh-analyse, #dh-download {min-height: 48px;}
+/* Gradio's labels and captions are 12 px: the photo's label and the examples' diagnoses are read on phones too */
+#dh-photo label.float, #dh-heatmap label.float, #dh-examples .label {font-size: 14px;}
 """
 
 with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_S, CACHE_TTL)) as demo:
@@ -466,11 +500,11 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
         with gr.Column(min_width=300):
             # Rear camera preferred on phones ("ideal", so laptops with one front camera still work).
             photo = pass_raw_upload(gr.Image(
-                label="Photo of the lesion (close-up, in focus, good light)", type="filepath", elem_id="dh-photo",
-                sources=["upload", "webcam"], height=360,
+                label="Photo of the lesion", type="filepath", elem_id="dh-photo", sources=["upload", "webcam"],
+                height=360, placeholder=PHOTO_HINT,
                 webcam_options=gr.WebcamOptions(
                     mirror=False, constraints={"video": {"facingMode": {"ideal": "environment"}}})))
-            run_btn = gr.Button("Analyse photo", variant="primary")
+            run_btn = gr.Button("Analyse photo", variant="primary", elem_id="dh-analyse")
             if _examples():
                 gr.Examples(_examples(), inputs=photo, label=examples_label(_examples()),
                             api_visibility="private", elem_id="dh-examples")
@@ -479,7 +513,7 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
             # under the verdict: on a laptop (1366x768) below the heatmap it was off the first screen
             report_file = gr.DownloadButton("Download result (PNG)", visible=False, elem_id="dh-download")
             # No share button: on a Space it would offer to upload the user's photo to huggingface.co.
-            heatmap = gr.Image(label="Where the model looked", type="pil", interactive=False, height=360,
+            heatmap = gr.Image(label=HEATMAP_LABEL, type="pil", interactive=False, height=360,
                                format="jpeg", elem_id="dh-heatmap", buttons=["fullscreen"])
             # Model-independent on purpose: how much of the map lies on the lesion is measured per model
             # (python -m dermo.focus; the bundled model's map rests mostly on the skin around it, reports/focus.md).
@@ -497,6 +531,8 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
     # into view when it is not (on a desktop it is, beside the photo, and nothing moves). Gradio's own
     # scroll_to_output did not scroll here (6.17).
     outputs = [verdict, heatmap, report_file]
+    # first: Gradio runs a button's listeners in the order they were added, each after the last has finished
+    run_btn.click(None, js=SHOW_PROGRESS, queue=False, api_visibility="private")
     run_btn.click(analyze_ui, photo, outputs, api_visibility="private").success(None, js=SHOW_VERDICT)
     # A new photo (uploaded, taken, an example) or none: the last result is not this photo's, so it goes at once;
     # a file that cannot be used says so right away.

@@ -37,6 +37,16 @@ def _lut() -> np.ndarray:
     return _LUT
 
 
+def attention_strength(attention: np.ndarray, full_at: float | None = None) -> float:
+    """How strongly :func:`overlay_attention` draws ``attention``, from 0 (an even spread: a faint tint) to 1 (its
+    peak cell holds ``full_at`` = :data:`FULL_CONTRAST` times the uniform share or more: full colour)."""
+    a = np.nan_to_num(np.clip(np.asarray(attention, np.float64), 0.0, None))
+    if a.size == 0 or a.sum() <= 0:
+        return 0.0
+    full_at = FULL_CONTRAST if full_at is None else float(full_at)
+    return float(np.clip((a.max() / a.mean() - 1.0) / (full_at - 1.0), 0.0, 1.0))
+
+
 def overlay_attention(img: Image.Image, attention: np.ndarray, alpha: float = 0.45,
                       max_side: int = 512, full_at: float | None = None) -> Image.Image:
     """RGB photo + (h, w) attention map -> RGB overlay (longest side at most ``max_side``).
@@ -58,11 +68,11 @@ def overlay_attention(img: Image.Image, attention: np.ndarray, alpha: float = 0.
     if max(photo.size) > max_side:
         photo = photo.copy()  # never shrink the caller's image in place
         photo.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    strength = attention_strength(a, full_at)
     a = np.nan_to_num(np.clip(a.astype(np.float64), 0.0, None))
     if a.sum() > 0:
         rel = a / a.mean()  # 1 = the uniform share
         spread = rel.max() - rel.min()
-        strength = float(np.clip((rel.max() - 1.0) / (full_at - 1.0), 0.0, 1.0))
         a = ((rel - rel.min()) / spread * strength if spread > 1e-6 else np.zeros_like(rel)).astype(np.float32)
     else:
         a = np.zeros_like(a, dtype=np.float32)

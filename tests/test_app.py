@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -251,7 +252,17 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
     app = importlib.import_module("app")
     try:
         html, overlay, report = app.analyze_ui(str(good_images(tiny_data, 1)[0]))
-        assert "risk" in html and "%" in html and overlay.mode == "RGB"
+        assert "risk" in html and "%" in html and overlay["value"].mode == "RGB"
+        assert overlay["label"].startswith(app.HEATMAP_LABEL)
+        # the label says why a map is faint: an even spread is, a map peaked on a few cells is not
+        assert app.heatmap_label(np.full((7, 7), 1 / 49)) == app.HEATMAP_LABEL + (
+            ": spread over much of the photo, so the map is faint")
+        peaked = np.full((7, 7), 0.5 / 48)
+        peaked[3, 3] = 0.5  # 24.5x an even share
+        assert app.heatmap_label(peaked) == app.HEATMAP_LABEL
+        edge = np.full((7, 7), 1.0)
+        edge[0, 0] = 1.5 * 48 / 47.5  # 1.5x the mean exactly: strength 0.5, the edge, not faint
+        assert abs(app.attention_strength(edge) - 0.5) < 1e-9 and app.heatmap_label(edge) == app.HEATMAP_LABEL
         assert Path(report["value"]).read_bytes()[:4] == b"\x89PNG"
         bad = make_bad_inputs(tmp_path / "bad")
         html, overlay, report = app.analyze_ui(str(bad["one_pixel"]))
