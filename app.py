@@ -230,10 +230,14 @@ def _band_html(result: dict[str, Any]) -> str:
         return (f"<div class='dh-card dh-retake'><h2>{RETAKE}</h2><p>No risk estimate was made, because:</p>"
                 f"<ul>{reasons}</ul></div>")
     band = result["band"]
+    heading = f"{band.capitalize()} risk"
+    text = result["band_text"]  # "Low risk: nothing in ...": under its heading, without the heading again
+    text = text[len(heading) + 1:].lstrip() if text.startswith(heading + ":") else text
+    text = text[:1].upper() + text[1:]
     prob, low, high = format_banded(result["probability"], result["band_edges"]["low"], result["band_edges"]["high"])
     return (f"<div class='dh-card' style='border-color:{BAND_COLORS[band]}'>"
-            f"<h2 id='dh-band' style='color:{BAND_COLORS[band]}'>{band.capitalize()} risk</h2>"
-            f"<p>{result['band_text']}</p>"
+            f"<h2 id='dh-band' style='color:{BAND_COLORS[band]}'>{heading}</h2>"
+            f"<p>{text}</p>"
             f"<p><b>Estimated probability that this lesion is malignant: {prob}</b> "
             f"({CALIBRATION_NOTE}; {bands_text(low, high)}). "
             "It is the model's estimate for lesions like those in its training data, not a certainty.</p>"

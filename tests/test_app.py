@@ -254,6 +254,7 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
         html, overlay, report = app.analyze_ui(str(good_images(tiny_data, 1)[0]))
         assert "risk" in html and "%" in html and overlay["value"].mode == "RGB"
         assert overlay["label"].startswith(app.HEATMAP_LABEL)
+        assert html.count(" risk</h2>") == 1 and " risk: " not in html  # the band's text, without its heading again
         # the label says why a map is faint: an even spread is, a map peaked on a few cells is not
         assert app.heatmap_label(np.full((7, 7), 1 / 49)) == app.HEATMAP_LABEL + (
             ": spread over much of the photo, so the map is faint")
