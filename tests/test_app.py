@@ -354,7 +354,8 @@ def test_result_contents_lesion_check_and_file_lifetimes(tmp_path, tiny_data, ti
                 assert r["band"] == band and r["band_text"] == BAND_TEXT[band]
                 html = app.analyze_ui(photo)[0]
                 assert bands_text(*format_banded(r["probability"], low, high)[1:]) in html
-                assert BAND_TEXT[band] in html and f"{band.capitalize()} risk" in html
+                heading, rest = BAND_TEXT[band].split(": ", 1)  # the text under its heading, not repeated
+                assert heading == f"{band.capitalize()} risk" and f">{heading}</h2><p>{rest[0].upper()}{rest[1:]}</p>" in html
         # the statistics are used: a threshold this photo's embedding exceeds turns the verdict into a retake
         score = app.OOD.score(pred.embedding[None])[0]
         monkeypatch.setattr(app.OOD, "threshold", float(score) * 0.5)
