@@ -306,7 +306,9 @@ def _jpeg_scans(data: bytes) -> int:
 
 def _gif_comment_blocks(data: bytes, limit: int) -> int:
     """Comment sub-blocks (and comment extensions) before the first image of a GIF, counting stops past ``limit``
-    (and at any structure Pillow will judge itself: the first image, the trailer, an unknown byte, the end)."""
+    (and at any structure Pillow will judge itself: the first image, the trailer, an unknown byte, the end). Over
+    ``16 * limit`` sub-blocks of other extensions also count as past ``limit`` (``limit + 1``): the walk stops there,
+    and a comment bomb behind them must not pass as uncounted."""
     if len(data) < 13:
         return 0
     pos = 13 + (3 << ((data[10] & 7) + 1) if data[10] & 0x80 else 0)
@@ -320,7 +322,7 @@ def _gif_comment_blocks(data: bytes, limit: int) -> int:
             blocks += 1
             pos += 1 + data[pos]
         pos += 1
-    return comments
+    return limit + 1 if blocks > 16 * limit else comments
 
 
 def _prescan(fp: Any, head: bytes) -> None:
@@ -339,7 +341,8 @@ def _prescan(fp: Any, head: bytes) -> None:
         if _gif_comment_blocks(_read_all(fp), MAX_GIF_COMMENT_BLOCKS) > MAX_GIF_COMMENT_BLOCKS:
             logger.info("GIF with over %d comment blocks refused", MAX_GIF_COMMENT_BLOCKS)
             raise ImageError(
-                "The GIF file has an abnormal structure (a huge number of comment blocks) and was not decoded. "
+                "The GIF file has an abnormal structure (a huge number of comment or other extension blocks) and "
+                "was not decoded. "
                 + _UPLOAD_HINT,
                 code="corrupt",
             )
