@@ -305,3 +305,28 @@ def test_refusals_are_not_logged_at_info(caplog):
     check_quality(dark)
     recs = [r for r in caplog.records if r.name == "dermo.quality"]
     assert recs and all(r.levelno == logging.DEBUG for r in recs)
+
+
+def test_too_small_quotes_the_size_of_the_users_file(tmp_path):
+    """A 10000 x 50 strip (4096 x 20 once loaded) is too small because of its 50 px side, and the message says
+    10000 x 50, the size the user knows."""
+    path = tmp_path / "strip.png"
+    synthetic_lesion(10000, 50).save(path)
+    r = check_quality(load_image(path))
+    assert r.codes == ["too_small"] and "10000 x 50 pixels" in r.reasons[0], r.reasons
+
+
+@pytest.mark.parametrize("record", [(50, 40), (0, 5000), (5000, -1), (5000.0, 200.0), [5000, 200], (5000, 200, 3),
+                                    "(5000, 200)", None])
+def test_a_size_record_that_cannot_be_the_files_is_ignored(record):
+    """Only a record load_image could have written is trusted: a tuple of two positive ints at least as large as
+    the image. Anything else (smaller than the image, zero or negative, floats, a list, three values, text) is
+    ignored: the image's own size is judged and quoted."""
+    from dermo.imageio import ORIGINAL_SIZE
+
+    img = synthetic_lesion(300, 200)
+    img.info[ORIGINAL_SIZE] = record
+    assert quality._file_size(img) == (300, 200)
+    assert check_quality(img).ok
+    img.info[ORIGINAL_SIZE] = (6000, 4000)  # a real record
+    assert quality._file_size(img) == (6000, 4000)

@@ -464,3 +464,243 @@ def test_a_model_that_cannot_be_evaluated_leaves_the_report_complete(tmp_path, m
     assert rep["status"] == "complete" and rep["final"]["winner"]["validation"]
     assert "evaluation failed: RuntimeError: CUDA out of memory" in rep["final"]["untuned"]["error"]
     assert "ship" not in rep["final"]
+
+
+def _plain_job(name: str) -> dict:
+    return {"name": name, "kind": "trial", "rung": 0, "cfg": {"train": {"epochs": 1}}, "overrides": {"n": name},
+            "cost": 1.0}
+
+
+def test_no_job_starts_after_the_hard_limit(tmp_path, monkeypatch):
+    """stop_at also keeps jobs from starting (in-process, where a running one cannot be stopped, that is all it
+    does): with the limit passed nothing runs and nothing is recorded; before it, jobs run."""
+    import time
+
+    ran = []
+    monkeypatch.setattr(S, "execute", lambda job, data: ran.append(job["name"]) or {
+        "name": job["name"], "kind": job["kind"], "epochs": 1, "overrides": job["overrides"], "status": "ok"})
+    x = torch.zeros(2, 8, 8, 3, dtype=torch.uint8)
+    runner = S.Runner({"train": (x, [0, 1]), "validation": (x, [0, 1])}, 1, tmp_path / "trials.jsonl",
+                      tmp_path / "cache")
+    assert runner.run_jobs([_plain_job("late")], stop_at=time.perf_counter() - 1) == {} and ran == []
+    assert not (tmp_path / "trials.jsonl").exists()
+    assert runner.run_jobs([_plain_job("early")], stop_at=time.perf_counter() + 3600)["early"]["status"] == "ok"
+    assert ran == ["early"]
+
+
+def test_a_pool_breakdown_is_retried_one_suspect_at_a_time(tmp_path, monkeypatch):
+    """run_jobs itself (not only _next_job) keeps the suspects of a breakdown apart: the pool never holds two of them
+    at once, the job that kills the pool is failed after MAX_DEATHS breakdowns, and every other job, also the one
+    that died beside it the first time, ends ok. A fake pool: waiting on it "runs" the jobs in it, and one with the
+    killer in it breaks down, taking every job in it along."""
+    from concurrent.futures import Future
+
+    class FakePool:
+        def __init__(self):
+            self.jobs = {}
+
+        def submit(self, fn, job):
+            fut = Future()
+            self.jobs[fut] = job
+            return fut
+
+        def shutdown(self, wait=True, cancel_futures=False):
+            pass
+
+    pools: list = []
+    held: list = []  # the jobs in the pool at each wait
+
+    def fake_wait(pending, timeout=None, return_when=None):
+        futs = list(pending)
+        names = [pending[f]["name"] for f in futs]
+        held.append(names)
+        if "killer" in names:
+            for f in futs:
+                f.set_exception(S.BrokenProcessPool("a worker died"))
+            return set(futs), set()
+        j = pending[futs[0]]
+        futs[0].set_result({"name": j["name"], "kind": "trial", "epochs": 1, "overrides": j["overrides"],
+                            "status": "ok"})
+        return {futs[0]}, set(futs[1:])
+
+    monkeypatch.setattr(S, "wait", fake_wait)
+    picks = []
+    next_job = S._next_job
+
+    def counted(queue, pending, deaths):  # a loop that keeps asking while nothing may start fails, not hangs
+        picks.append(1)
+        assert len(picks) < 100, "run_jobs keeps asking for a job while none may start"
+        return next_job(queue, pending, deaths)
+
+    monkeypatch.setattr(S, "_next_job", counted)
+    x = torch.zeros(2, 8, 8, 3, dtype=torch.uint8)
+    runner = S.Runner({"train": (x, [0, 1]), "validation": (x, [0, 1])}, 1, tmp_path / "trials.jsonl",
+                      tmp_path / "cache")
+    runner.concurrency = 2
+    runner._new_pool = lambda: pools.append(FakePool()) or pools[-1]
+    runner.pool = runner._new_pool()
+    recs = runner.run_jobs([_plain_job(n) for n in ("killer", "innocent", "a", "b")])
+    assert recs["killer"]["status"] == "failed" and "worker process died" in recs["killer"]["error"]
+    assert all(recs[n]["status"] == "ok" for n in ("innocent", "a", "b")), recs
+    assert held[0] == ["killer", "innocent"]  # the first breakdown: both are suspects from now on
+    suspects: set = set()
+    for names in held:
+        assert len(suspects & set(names)) <= 1, held  # never two suspects side by side
+        if "killer" in names:
+            suspects |= set(names)
+    assert sum("killer" in names for names in held) == S.MAX_DEATHS and len(pools) == S.MAX_DEATHS + 1
+
+
+def test_the_hard_limit_kills_the_running_workers(tmp_path, monkeypatch):
+    """stop_at: the worker processes still running a job at the hard limit are killed, not left running (a trial of
+    the old pool would go on using the GPU beside the next one, and keep the interpreter from exiting)."""
+    import time
+
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(SLOW_WORKER)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(site), root]))
+    x = torch.zeros(4, 8, 8, 3, dtype=torch.uint8)
+    data = {"train": (x, [0, 1, 0, 1]), "validation": (x, [0, 1, 0, 1])}
+    import multiprocessing as mp
+
+    before = set(mp.active_children())
+    runner = S.Runner(data, 2, tmp_path / "trials.jsonl", tmp_path / "cache")
+    old = runner.pool
+    job = S.make_job(S.RunConfig(), "slow", "trial", {"lr": 0.5}, 1, tmp_path / "slow")
+    try:
+        t0 = time.perf_counter()
+        recs = runner.run_jobs([job], stop_at=t0 + 8)
+        took = time.perf_counter() - t0
+    finally:
+        runner.close()
+    assert recs == {} and took < 30 and runner.pool is not old, (recs, took)
+    # the old pool's workers (its executor forgets them at shutdown): this process's children since the runner began
+    deadline = time.time() + 10
+    while time.time() < deadline and set(mp.active_children()) - before:
+        time.sleep(0.2)
+    assert not set(mp.active_children()) - before, mp.active_children()
+
+
+def test_the_cpu_count_is_this_process_share():
+    """Worker threads are divided among the CPUs this process may use (its affinity mask: a container's share), not
+    the host's os.cpu_count(); where there is no affinity mask, os.cpu_count()."""
+    import unittest.mock as um
+
+    with um.patch.object(S.os, "sched_getaffinity", lambda pid: {0, 1}, create=True), \
+            um.patch.object(S.os, "cpu_count", lambda: 64):
+        assert S._cpu_count() == 2
+    with um.patch.object(S.os, "sched_getaffinity", um.Mock(side_effect=OSError), create=True), \
+            um.patch.object(S.os, "cpu_count", lambda: 64):
+        assert S._cpu_count() == 64
+    with um.patch.object(S.os, "sched_getaffinity", um.Mock(side_effect=OSError), create=True), \
+            um.patch.object(S.os, "cpu_count", lambda: None):
+        assert S._cpu_count() == 1
+
+
+def test_the_retrain_estimate_is_the_trials_time_per_epoch():
+    """The retrain estimate: the winner's own ok rungs' wall time per epoch trained in each (a promoted rung trains
+    only its extra epochs), times the final epochs; a failed rung does not count; no timed rung: no estimate."""
+    trial = {"rungs": [{"status": "ok", "wall_s": 100.0, "epochs": 1, "epochs_this_job": 1},
+                       {"status": "ok", "wall_s": 100.0, "epochs": 3, "epochs_this_job": 2},
+                       {"status": "failed", "wall_s": 50.0, "epochs": 9, "epochs_this_job": 6}]}
+    assert S._retrain_estimate(trial, 9) == pytest.approx(600.0)
+    assert S._retrain_estimate({"rungs": [{"status": "failed", "wall_s": 5.0, "epochs_this_job": 1}]}, 9) is None
+    assert S._retrain_estimate({"rungs": []}, 9) is None
+
+
+@pytest.mark.parametrize("wall_s, retrained", [(185.0, True), (195.0, False)])
+def test_the_retrain_must_fit_before_the_evaluation_reserve(tmp_path, monkeypatch, wall_s, retrained):
+    """A 3-epoch retrain of a winner whose 1-epoch trial took ``wall_s`` takes about 3 x ``wall_s``; with a 600 s
+    limit the search keeps FINAL_EVAL_RESERVE_S (30 s) for the evaluations, so 555 s fits and 585 s does not; every
+    run_jobs call is bounded by that same point, 570 s after the start."""
+    import time
+
+    t0 = time.perf_counter()
+    rep = _final_search(tmp_path, monkeypatch, wall_s=wall_s, time_limit_s=600)
+    t1 = time.perf_counter()
+    assert any("winner" in names for names, _ in FinalRunner.calls) is retrained
+    assert ("note" not in rep["final"]["winner"]) is retrained
+    assert all(t0 + 600 - S.FINAL_EVAL_RESERVE_S <= stop <= t1 + 600 - S.FINAL_EVAL_RESERVE_S
+               for _, stop in FinalRunner.calls)
+    assert S.FINAL_EVAL_RESERVE_S == 30.0
+
+
+@pytest.mark.parametrize("winner, wall_s, why", [("ok", 1000.0, "not retrained: the time limit left"),
+                                                 ("stopped", 1.0, "the retrain was stopped at the time limit"),
+                                                 ("failed", 1.0, "RuntimeError: boom")])
+def test_a_winner_with_neither_a_retrain_nor_a_trial_model_is_reported_failed(tmp_path, monkeypatch, winner, wall_s,
+                                                                              why):
+    """The winning trial's model is gone (and its retrain did not fit, was stopped or failed): the report is still
+    complete, the winner row says why it has no model, and nothing ships."""
+    import shutil
+
+    run = FinalRunner.run_jobs
+
+    def trials_then_gone(self, jobs, deadline=None, stop_at=None):
+        out = run(self, jobs, deadline, stop_at)
+        for r in out.values():
+            if r["kind"] == "trial":
+                shutil.rmtree(r["model_dir"])
+        return out
+
+    monkeypatch.setattr(FinalRunner, "run_jobs", trials_then_gone)
+    rep = _final_search(tmp_path, monkeypatch, winner=winner, wall_s=wall_s, time_limit_s=600)
+    w = rep["final"]["winner"]
+    assert rep["status"] == "complete" and w["status"] == "failed" and why in w["error"], w
+    assert "validation" not in w and "ship" not in rep["final"]
+
+
+def test_a_failed_retrain_error_is_kept_beside_the_trial_model(tmp_path, monkeypatch):
+    """A winner whose retrain failed is its trial's model, and the report keeps the retrain's error."""
+    rep = _final_search(tmp_path, monkeypatch, winner="failed", time_limit_s=3600)
+    assert rep["final"]["winner"]["retrain_error"] == "RuntimeError: boom"
+    assert "retrain_error" not in _final_search(tmp_path, monkeypatch, winner="stopped", time_limit_s=3600)["final"][
+        "winner"]
+
+
+def test_main_gives_the_search_what_is_left_of_the_time_limit(tmp_path, monkeypatch):
+    """--time-limit counts from main's start: the seconds spent decoding the data (and benchmarking) before the
+    search are taken off what the search gets; without it the search has no limit."""
+    import time
+
+    got = []
+    monkeypatch.setattr(S, "load_data", lambda base: time.sleep(1.0) or {})
+    monkeypatch.setattr(S, "search", lambda *a, **k: got.append(k) or {"final": {"winner": {}}, "timing": {}})
+    argv = ["--teacher", str(tmp_path / "teacher"), "--out", str(tmp_path / "s"), "--report", str(tmp_path / "r")]
+    S.main(argv + ["--time-limit", "100"])
+    S.main(argv + ["--time_limit", "100"])
+    S.main(argv)
+    assert all(98 < k["time_limit_s"] <= 99.0 for k in got[:2]) and got[2]["time_limit_s"] == 0.0, got
+
+
+def test_the_call_packs_the_winning_trial_when_no_final_model_was_saved(tmp_path):
+    """gpu_search_call.sh, killed after the winner was chosen but before the report had its final rows: the winning
+    trial's model (left out of the tar with the other trials) is copied to runs/search/winner_trial with its id; with
+    the final rows written, or no winner yet, nothing is. The script's own block, run on a fake runs/search."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    text = (root / "train" / "gpu_search_call.sh").read_text()
+    assert "--time-limit $(( LEFT - " in text  # the search itself keeps inside the timeout that kills it
+    start = text.index("W=$(python")
+    block = text[start:text.index("\nfi\n", start) + 4]
+    search = tmp_path / "runs" / "search"
+    (search / "report").mkdir(parents=True)
+    (search / "trials" / "t003" / "best").mkdir(parents=True)
+    (search / "trials" / "t003" / "best" / "model.safetensors").write_text("t003")
+    (search / "trials" / "t003" / "history.json").write_text("[]")
+    env = {**os.environ, "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])}
+
+    def call(report: dict) -> Path:
+        (search / "report" / "search.json").write_text(json.dumps(report))
+        subprocess.run(["bash", "-c", "set -euo pipefail\n" + block], cwd=tmp_path, env=env, check=True)
+        return search / "winner_trial"
+
+    assert not call({"trials": []}).exists()
+    assert not call({"winner": {"id": "t003"}, "final": {"winner": {"status": "ok"}}}).exists()
+    packed = call({"winner": {"id": "t003"}})
+    assert (packed / "TRIAL").read_text().strip() == "t003"
+    assert (packed / "best" / "model.safetensors").read_text() == "t003" and (packed / "history.json").is_file()
