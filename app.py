@@ -45,7 +45,8 @@ from dermo.imageio import ImageError, check_image_file, load_image  # noqa: E402
 from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, bands_text, format_banded, reported  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
-from dermo.report_card import BAND_COLORS, attention_strength, overlay_attention, render_report  # noqa: E402
+from dermo.report_card import (BAND_COLORS, attention_strength, colour_key, overlay_attention,  # noqa: E402
+                                render_report)
 
 logger = logging.getLogger("dermohelper.app")
 HERE = Path(__file__).resolve().parent
@@ -72,6 +73,10 @@ MODEL_INFO = {k: PREDICTOR.info[k] for k in ("name", "version", "sha256")}
 BAND_EDGES = dict(PREDICTOR.info["band_edges"])
 RETAKE = "Retake the photo"
 HEATMAP_LABEL = "Where the model looked"
+# the heatmap's colour key: its colour map from the least weighed parts of the photo to the most
+HEATMAP_KEY = ("<div id='dh-key-row' role='img' aria-label='Colour key: dark = weighed least, yellow = weighed "
+               "most'><span>less</span><span class='dh-key-bar' style='background: linear-gradient(to right, "
+               + ", ".join(colour_key()) + ")'></span><span>more</span></div>")
 #: below this strength (dermo.report_card.attention_strength: the peak cell under 1.5x an even share) the map is
 #: drawn so faintly that it looks like the photo itself; its label then says why
 FAINT_BELOW = 0.5
@@ -487,7 +492,10 @@ CSS = """
 /* small phones: a lower photo box, so that Analyse photo is on the first screen */
 @media (max-width: 400px) { #dh-photo {height: 272px !important;} }
 /* no heatmap yet (first load, a retake, a file that cannot be used): no empty 360 px box and no note about it */
-#dh-heatmap:has(.empty), #dh-heatmap:has(.empty) ~ #dh-heatmap-note {display: none !important;}
+#dh-heatmap:has(.empty), #dh-heatmap:has(.empty) ~ #dh-heatmap-note,
+#dh-heatmap:has(.empty) ~ #dh-heatmap-key {display: none !important;}
+#dh-key-row {display: flex; align-items: center; gap: 8px; font-size: 14px;}
+.dh-key-bar {flex: 1; height: 14px; border-radius: 4px; max-width: 320px;}
 /* phones: the photo's remove / fullscreen buttons (18 px in Gradio's style) and the two main buttons (40 px) */
 @media (pointer: coarse) {
   #dh-photo .icon-button-wrapper button, #dh-heatmap .icon-button-wrapper button {min-width: 44px; min-height: 44px;}
@@ -519,6 +527,7 @@ with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_
             # No share button: on a Space it would offer to upload the user's photo to huggingface.co.
             heatmap = gr.Image(label=HEATMAP_LABEL, type="pil", interactive=False, height=360,
                                format="jpeg", elem_id="dh-heatmap", buttons=["fullscreen"])
+            gr.HTML(HEATMAP_KEY, elem_id="dh-heatmap-key")
             # Model-independent on purpose: how much of the map lies on the lesion is measured per model
             # (python -m dermo.focus; the bundled model's map rests mostly on the skin around it, reports/focus.md).
             gr.Markdown("Brighter = the parts of the photo the model weighed most; a faint map means it spread its "

@@ -37,6 +37,12 @@ def _lut() -> np.ndarray:
     return _LUT
 
 
+def colour_key(n: int = 6) -> list[str]:
+    """``n`` hex colours along the heatmap's colour map, from the least weighed cells to the most (a key for it)."""
+    lut = _lut()
+    return ["#%02x%02x%02x" % tuple(int(c) for c in lut[round(i * 255 / (n - 1))]) for i in range(n)]
+
+
 def attention_strength(attention: np.ndarray, full_at: float | None = None) -> float:
     """How strongly :func:`overlay_attention` draws ``attention``, from 0 (an even spread: a faint tint) to 1 (its
     peak cell holds ``full_at`` = :data:`FULL_CONTRAST` times the uniform share or more: full colour)."""

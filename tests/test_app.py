@@ -255,6 +255,12 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
         assert "risk" in html and "%" in html and overlay["value"].mode == "RGB"
         assert overlay["label"].startswith(app.HEATMAP_LABEL)
         assert html.count(" risk</h2>") == 1 and " risk: " not in html  # the band's text, without its heading again
+        # the colour key runs along the overlay's own colour map, least weighed to most
+        from dermo.report_card import _lut
+
+        lo, hi = ("#%02x%02x%02x" % tuple(int(c) for c in _lut()[i]) for i in (0, 255))
+        assert f"linear-gradient(to right, {lo}, " in app.HEATMAP_KEY and app.HEATMAP_KEY.count("#") == 6
+        assert f", {hi})" in app.HEATMAP_KEY and ">less<" in app.HEATMAP_KEY and ">more<" in app.HEATMAP_KEY
         # the label says why a map is faint: an even spread is, a map peaked on a few cells is not
         assert app.heatmap_label(np.full((7, 7), 1 / 49)) == app.HEATMAP_LABEL + (
             ": spread over much of the photo, so the map is faint")
