@@ -128,7 +128,8 @@ def render_report(path: str | Path, photo: Image.Image, overlay: Image.Image, re
     disclaimer_text = "\n".join(textwrap.wrap(disclaimer, 48))
     line = lambda size: size * 1.4 / 72  # noqa: E731 - inches per line of text of ``size`` pt
     photo_h = (width - 3 * margin) / 2 * 3 / 4 + 0.35  # two 4:3 images side by side, and their titles
-    height = 0.9 + photo_h + sum(t.count("\n") * line(sz) + line(sz) + 0.18 for t, sz, _ in blocks) \
+    key_h = 0.3  # the heatmap's colour key, under it
+    height = 0.9 + photo_h + key_h + sum(t.count("\n") * line(sz) + line(sz) + 0.18 for t, sz, _ in blocks) \
         + (disclaimer_text.count("\n") + 1) * line(13) + 0.6
     fig = Figure(figsize=(width, height), dpi=CARD_DPI)
     y = height - 0.25  # inches from the bottom edge
@@ -141,7 +142,14 @@ def render_report(path: str | Path, photo: Image.Image, overlay: Image.Image, re
         ax.imshow(np.asarray(im.convert("RGB")))
         ax.set_title(title, fontsize=12)
         ax.axis("off")
-    y -= photo_h + 0.25
+    y -= photo_h
+    x0 = margin + side + margin  # under the heatmap: its colour map, least weighed to most
+    key = fig.add_axes(((x0 + 0.45) / width, (y - 0.2) / height, (side - 0.95) / width, 0.12 / height))
+    key.imshow(_lut()[None, :, :], aspect="auto")
+    key.axis("off")
+    fig.text(x0 / width, (y - 0.14) / height, "less", fontsize=9, va="center")
+    fig.text((x0 + side) / width, (y - 0.14) / height, "more", fontsize=9, va="center", ha="right")
+    y -= key_h + 0.25
     for text, size, props in blocks:
         fig.text(margin / width, y / height, text, fontsize=size, va="top", **props)
         y -= (text.count("\n") + 1) * line(size) + 0.18

@@ -261,6 +261,12 @@ def test_overlay_and_report(tmp_path):
     for suffix, magic in ((".png", b"\x89PNG"), (".pdf", b"%PDF")):
         out = render_report(tmp_path / f"r{suffix}", photo, ov, result, "Medium risk: ...", "Not a diagnosis.")
         assert out.read_bytes()[:4] == magic
+    # the card carries the heatmap's colour key: one row of it holds the colour map's two ends, darkest and yellowest
+    from dermo.report_card import _lut
+
+    card = np.asarray(Image.open(tmp_path / "r.png").convert("RGB"), np.int32)
+    near = lambda c: (np.abs(card - np.asarray(c, np.int32)).max(axis=2) <= 12).any(axis=1)  # noqa: E731
+    assert (near(_lut()[0]) & near(_lut()[255])).any()
     with pytest.raises(ValueError, match="png or .pdf"):
         render_report(tmp_path / "r.txt", photo, ov, result, "", "")
 
