@@ -45,8 +45,8 @@ from dermo.imageio import ImageError, check_image_file, load_image  # noqa: E402
 from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, bands_text, format_banded, reported  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
 from dermo.quality import check_quality  # noqa: E402
-from dermo.report_card import (BAND_COLORS, attention_strength, colour_key, overlay_attention,  # noqa: E402
-                                render_report)
+from dermo.report_card import (BAND_COLORS, BAND_TEXT_COLORS, BAND_TEXT_COLORS_DARK,  # noqa: E402
+                                attention_strength, colour_key, overlay_attention, render_report)
 
 logger = logging.getLogger("dermohelper.app")
 HERE = Path(__file__).resolve().parent
@@ -241,7 +241,7 @@ def _band_html(result: dict[str, Any]) -> str:
     text = text[:1].upper() + text[1:]
     prob, low, high = format_banded(result["probability"], result["band_edges"]["low"], result["band_edges"]["high"])
     return (f"<div class='dh-card' style='border-color:{BAND_COLORS[band]}'>"
-            f"<h2 id='dh-band' style='color:{BAND_COLORS[band]}'>{heading}</h2>"
+            f"<h2 id='dh-band' class='dh-band-{band}'>{heading}</h2>"
             f"<p>{text}</p>"
             f"<p><b>Estimated probability that this lesion is malignant: {prob}</b> "
             f"({CALIBRATION_NOTE}; {bands_text(low, high)}). "
@@ -504,6 +504,9 @@ CSS = """
 /* Gradio's labels and captions are 12 px: the photo's label and the examples' diagnoses are read on phones too */
 #dh-photo label.float, #dh-heatmap label.float, #dh-examples .label {font-size: 14px;}
 """
+# The band's name in its colour, readable in both themes (the border colours were 3.1-3.7:1 as text on the dark theme)
+CSS += "".join(f"#dh-band.dh-band-{b} {{color: {BAND_TEXT_COLORS[b]};}}\n"
+               f".dark #dh-band.dh-band-{b} {{color: {BAND_TEXT_COLORS_DARK[b]};}}\n" for b in BAND_TEXT_COLORS)
 
 with gr.Blocks(title="DermoHelper: skin lesion triage aid", delete_cache=(SWEEP_S, CACHE_TTL)) as demo:
     gr.Markdown("# DermoHelper\nA photo of one skin spot -> **Low / Medium / High** risk, with where the model looked.")

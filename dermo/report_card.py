@@ -22,7 +22,11 @@ from .inference import bands_text, format_banded
 logger = logging.getLogger(__name__)
 
 COLORMAP = "inferno"
-BAND_COLORS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}
+BAND_COLORS = {"low": "#2e7d32", "medium": "#ef6c00", "high": "#c62828"}  # borders and marks (3:1 on white)
+# The band's name as text: at least 4.5:1 on white (WCAG AA for any size; the border orange is 3.1:1) and on the
+# dark theme's backgrounds (the light colours are 6.8:1 or more on Gradio's darkest and lightest dark greys).
+BAND_TEXT_COLORS = {"low": "#2e7d32", "medium": "#b95000", "high": "#c62828"}
+BAND_TEXT_COLORS_DARK = {"low": "#81c784", "medium": "#ffb74d", "high": "#ef9a9a"}
 CARD_WIDTH_IN, CARD_DPI = 5.4, 200  # the result card: 1080 px wide
 FULL_CONTRAST = 2.0  # a heatmap cell with this many times the uniform share of the weight is drawn at full colour
 _LUT: np.ndarray | None = None
@@ -120,7 +124,7 @@ def render_report(path: str | Path, photo: Image.Image, overlay: Image.Image, re
     # to bottom in inches, so the card is as tall as its text.
     width, margin = CARD_WIDTH_IN, 0.3
     blocks: list[tuple[str, float, dict]] = [  # (text, font size in pt, matplotlib text properties)
-        (f"Risk band: {band.upper()}", 24, {"weight": "bold", "color": BAND_COLORS.get(band, "black")}),
+        (f"Risk band: {band.upper()}", 24, {"weight": "bold", "color": BAND_TEXT_COLORS.get(band, "black")}),
         ("\n".join(textwrap.wrap(band_text, 44)), 14, {}),
         ("\n".join(textwrap.wrap(prob, 48)), 13, {}),
         ("\n".join(meta), 8, {"family": "monospace", "color": "#333333"}),

@@ -65,6 +65,22 @@ def open_app(page, url: str) -> None:
     expect(page.get_by_text("triage aid, not a diagnosis").first).to_be_visible(timeout=60_000)
 
 
+# WCAG contrast of an element's text against the first opaque background behind it (its own or an ancestor's)
+CONTRAST_JS = """(sel) => {
+  const rgba = (c) => c.match(/[0-9.]+/g).map(Number);
+  const lum = (c) => { const [r, g, b] = rgba(c).slice(0, 3).map((v) => v / 255)
+    .map((v) => v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const el = document.querySelector(sel);
+  let node = el, bg = null;
+  for (; node && !bg; node = node.parentElement) {
+    const c = getComputedStyle(node).backgroundColor, a = rgba(c);
+    if (a.length < 4 || a[3] >= 0.99) bg = c;
+  }
+  const [x, y] = [lum(getComputedStyle(el).color), lum(bg || 'rgb(255, 255, 255)')];
+  return (Math.max(x, y) + 0.05) / (Math.min(x, y) + 0.05);
+}"""
+
+
 def upload(page, photo: Path) -> None:
     page.locator("input[type=file]").first.set_input_files(str(photo))
     page.locator("img[src*='/file=']").first.wait_for(timeout=60_000)  # the preview is up
@@ -90,6 +106,7 @@ def test_upload_shows_band_and_heatmap(app_url, browser, tiny_data, tmp_path):
         open_app(page, app_url)
         analyse(page, sorted((tiny_data / "images").glob("*.jpg"))[0])
         expect(page.get_by_text("Estimated probability that this lesion is malignant")).to_be_visible()
+        assert page.evaluate(CONTRAST_JS, "#dh-band") >= 4.5  # WCAG AA for text of any size
         heat = page.locator("#dh-heatmap img[src*='/file=']")
         expect(heat.first).to_be_visible(timeout=30_000)
         assert heat.first.evaluate("im => im.complete && im.naturalWidth > 0")
@@ -167,6 +184,7 @@ def test_a_small_phone_in_dark_mode(app_url, browser, tiny_data, tmp_path):
         page.locator("input[type=file]").first.set_input_files(str(fake))
         expect(page.locator("#dh-error")).to_be_in_viewport(timeout=30_000)
         analyse(page, sorted((tiny_data / "images").glob("*.jpg"))[0])
+        assert page.evaluate(CONTRAST_JS, "#dh-band") >= 4.5  # the band colours as text were 3.1-3.7:1 here
         expect(page.locator("#dh-heatmap img[alt*='Heatmap']").first).to_be_attached(timeout=30_000)
         with page.expect_download() as d:
             page.locator("#dh-download").click()

@@ -370,3 +370,33 @@ def test_load_refuses_stats_that_name_no_model_or_a_file_outside_the_folder(tmp_
         with caplog.at_level("WARNING", logger="dermo.ood"):
             assert load_ood(d, "ab" * 32) is None, name
         assert "outside the model folder" in caplog.text
+
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    def lum(c):
+        v = np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)]) / 255
+        v = np.where(v <= 0.03928, v / 12.92, ((v + 0.055) / 1.055) ** 2.4)
+        return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_band_names_are_readable_as_text_in_both_themes_and_on_the_card(tmp_path):
+    """Every band's text colour is WCAG AA (4.5:1) on white and, in its dark variant, on Gradio's dark greys
+    (neutral-800/900/950, the block, panel and page backgrounds); the card's heading is drawn in it."""
+    from dermo.report_card import BAND_COLORS, BAND_TEXT_COLORS, BAND_TEXT_COLORS_DARK, render_report
+
+    assert set(BAND_TEXT_COLORS) == set(BAND_TEXT_COLORS_DARK) == set(BAND_COLORS) == {"low", "medium", "high"}
+    for band in BAND_COLORS:
+        assert _contrast(BAND_TEXT_COLORS[band], "#ffffff") >= 4.5, band
+        for grey in ("#27272a", "#18181b", "#0f0f11"):
+            assert _contrast(BAND_TEXT_COLORS_DARK[band], grey) >= 4.5, (band, grey)
+    assert _contrast(BAND_COLORS["medium"], "#ffffff") < 4.5  # why the text has its own colours: the border orange
+    photo = Image.new("RGB", (200, 150), (180, 120, 100))
+    result = {"probability": 0.42, "band": "medium", "band_edges": {"low": 0.2, "high": 0.6},
+              "model": {"name": "tiny", "version": "0.0.1", "sha256": "ab" * 32}}
+    card = np.asarray(Image.open(render_report(tmp_path / "r.png", photo, photo, result, "Medium risk", "Not a "
+                                               "diagnosis.")).convert("RGB"), np.int32)
+    near = lambda c: int((np.abs(card - np.array([int(c[i:i + 2], 16) for i in (1, 3, 5)])).max(axis=2) <= 6).sum())  # noqa: E731
+    assert near(BAND_TEXT_COLORS["medium"]) > 200 and near(BAND_COLORS["medium"]) < near(BAND_TEXT_COLORS["medium"])
