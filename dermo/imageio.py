@@ -73,7 +73,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, ImageOps, UnidentifiedImageError
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -389,12 +389,24 @@ def _float_to_u8(arr: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Pixels per band when flattening transparency (1 MP: a few MB of temporaries per band, whatever the image size).
+_FLATTEN_BLOCK_PIXELS = 1 << 20
+
+
 def _flatten_alpha(im: Image.Image) -> Image.Image:
-    if im.mode == "La":  # premultiplied grey+alpha: Pillow only converts it to LA
-        im = im.convert("LA")
-    rgba = im.convert("RGBA")
-    out = Image.new("RGB", rgba.size, BACKGROUND)
-    out.paste(rgba, mask=rgba.getchannel("A"))
+    """``im`` composited on :data:`BACKGROUND`, as RGB. In bands of rows: an RGBA copy and the alpha channel of a
+    whole 64-megapixel image took over 300 MB on top of the image and the result; per band, only a few MB.
+    Compositing is per pixel, so the bands give exactly the whole-image result."""
+    out = Image.new("RGB", im.size, BACKGROUND)
+    width, height = im.size
+    rows = max(1, _FLATTEN_BLOCK_PIXELS // max(1, width))
+    for top in range(0, height, rows):
+        box = (0, top, width, min(height, top + rows))
+        band = im.crop(box)  # keeps mode, palette and info["transparency"]
+        if band.mode == "La":  # premultiplied grey+alpha: Pillow only converts it to LA
+            band = band.convert("LA")
+        rgba = band.convert("RGBA")
+        out.paste(rgba, box, mask=rgba.getchannel("A"))
     return out
 
 
@@ -553,6 +565,10 @@ def _decode(im: Image.Image, max_pixels: int, max_side: int | None, *, own: bool
     return _finish(im, max_side, (width, height))
 
 
+#: EXIF orientations that ``ImageOps.exif_transpose`` turns or flips the image for (1 is upright).
+_EXIF_TURNS = frozenset(range(2, 9))
+
+
 def _finish(im: Image.Image, max_side: int | None, source_size: tuple[int, int] | None = None) -> Image.Image:
     """Upright, RGB, at most ``max_side``; ``source_size`` is the file's own size (before ``draft``), recorded as
     ``info[ORIGINAL_SIZE]`` (upright) when the image handed back is smaller, so that messages quote the user's size."""
@@ -560,9 +576,10 @@ def _finish(im: Image.Image, max_side: int | None, source_size: tuple[int, int] 
     source = tuple(source_size or im.size)
     before = im.size
     try:
-        transposed = ImageOps.exif_transpose(im)
-        if transposed is not None:
-            im = transposed
+        # Only when it turns the image: exif_transpose copies even an upright one (256 MB for a 64-megapixel RGBA
+        # PNG), and that copy stayed alive next to the file's image and the RGB result.
+        if im.getexif().get(ExifTags.Base.Orientation, 1) in _EXIF_TURNS:
+            im = ImageOps.exif_transpose(im)
     except Exception as exc:  # broken EXIF must not make a good photo unusable
         logger.warning("ignoring unreadable EXIF orientation: %r", exc)
     if im.size != before:  # turned by 90 or 270 degrees

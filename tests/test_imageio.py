@@ -205,6 +205,52 @@ def test_trns_colour_transparency_on_white(mode, key):
     assert out.getpixel((60, 5)) == ((200, 200, 200) if mode == "L" else (200, 10, 10))
 
 
+def _transparent_sources() -> dict[str, Image.Image]:
+    """Small images with random pixels and alpha in each transparent mode ``load_image`` flattens."""
+    rng = np.random.default_rng(7)
+    rgba = Image.fromarray(rng.integers(0, 256, (37, 23, 4), dtype=np.uint8), "RGBA")
+    pal = rgba.convert("RGB").quantize(32)
+    pal_trns = pal.copy()
+    pal_trns.info["transparency"] = bytes(rng.integers(0, 256, 32, dtype=np.uint8))  # an alpha per palette entry
+    rgb_trns = rgba.convert("RGB")
+    rgb_trns.info["transparency"] = rgb_trns.getpixel((3, 4))  # a tRNS colour
+    return {"RGBA": rgba, "RGBa": rgba.convert("RGBa"), "LA": rgba.convert("LA"),
+            "La": rgba.convert("LA").convert("La"), "PA": pal.convert("PA"), "P+trns": pal_trns, "RGB+trns": rgb_trns}
+
+
+@pytest.mark.parametrize("name", list(_transparent_sources()))
+@pytest.mark.parametrize("block", [1, 23 * 5, 10**9])  # one row per band; 5 rows (the last band 2); a single band
+def test_banded_flattening_is_exact(name, block, monkeypatch):
+    """Transparency is flattened in bands of rows (memory); the result is exactly the whole image composited at once
+    (Image.alpha_composite over opaque white), and every band is used."""
+    src = _transparent_sources()[name]
+    rgba = (src.convert("LA") if src.mode == "La" else src).convert("RGBA")
+    expected = Image.alpha_composite(Image.new("RGBA", src.size, imageio.BACKGROUND + (255,)), rgba).convert("RGB")
+    crops = []
+    real_crop = Image.Image.crop
+    monkeypatch.setattr(Image.Image, "crop", lambda im, box=None: crops.append(box) or real_crop(im, box))
+    monkeypatch.setattr(imageio, "_FLATTEN_BLOCK_PIXELS", block)
+    out = load_image(src.copy())
+    assert out.mode == "RGB" and out.size == src.size
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(expected))
+    assert len(crops) == -(-37 // max(1, block // 23))  # bands of the 37 rows: 37, 8 or 1
+    assert not (np.asarray(expected) == 255).all()  # (not a trivially white image)
+
+
+def test_upright_images_are_not_copied_for_orientation(monkeypatch):
+    """exif_transpose (which copies even an upright image: 256 MB at 64 MP RGBA) runs only for turned images."""
+    calls = []
+    real = imageio.ImageOps.exif_transpose
+    monkeypatch.setattr(imageio.ImageOps, "exif_transpose", lambda im, **kw: calls.append(im) or real(im, **kw))
+    im = Image.new("RGBA", (30, 20), (200, 10, 10, 128))
+    assert load_image(_png(im)).getpixel((0, 0)) == (227, 132, 132)
+    assert calls == []
+    exif = Image.Exif()
+    exif[0x0112] = 6  # turned: 30 x 20 stored, 20 x 30 shown
+    assert load_image(_png(im, exif=exif)).size == (20, 30)
+    assert len(calls) == 1
+
+
 # --------------------------------------------------------------------------- #
 # size limits
 # --------------------------------------------------------------------------- #
