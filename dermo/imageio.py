@@ -85,6 +85,7 @@ __all__ = [
     "MAX_PIXELS",
     "MAX_SIDE",
     "ORIGINAL_SIZE",
+    "RECORDED_FOR",
     "ImageError",
     "ImageSource",
     "check_image_file",
@@ -101,6 +102,10 @@ MAX_PIXELS = 64_000_000
 MAX_SIDE = 4096
 #: ``Image.info`` key of the (upright) size of the file when :func:`load_image` handed back a smaller image.
 ORIGINAL_SIZE = "dermo_original_size"
+#: ``Image.info`` key of the size of the image that record was written for: Pillow copies ``info`` into a crop or a
+#: resize, where the record no longer describes the pixels (a 100 x 100 crop of a downscaled 48 MP photo is not a
+#: 48 MP photo), so a record is only read where this still equals the image's size.
+RECORDED_FOR = "dermo_original_size_of"
 #: Background used to flatten transparent images.
 BACKGROUND = (255, 255, 255)
 #: Most scans (SOS markers) a JPEG may have. Encoders write 1 (baseline) or about 6-20 (progressive); each scan of a
@@ -591,9 +596,10 @@ def _finish(im: Image.Image, max_side: int | None, source_size: tuple[int, int] 
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if im is original:
         im = im.copy()  # never hand back the caller's object (or a lazily opened file)
-    im.info.pop(ORIGINAL_SIZE, None)  # never one that came with the file (a PNG text chunk lands in info too)
+    for key in (ORIGINAL_SIZE, RECORDED_FOR):  # never one that came with the file (a PNG text chunk lands in info too)
+        im.info.pop(key, None)
     if im.size != source:
-        im.info[ORIGINAL_SIZE] = source
+        im.info[ORIGINAL_SIZE], im.info[RECORDED_FOR] = source, im.size
     try:  # EXIF that Pillow cannot parse is dropped, so that nothing downstream trips over it (getexif raises)
         im.getexif()
     except Exception as exc:  # noqa: BLE001 - SyntaxError, struct.error, ... from a damaged EXIF block

@@ -93,7 +93,7 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from dermo.imageio import ORIGINAL_SIZE
+from dermo.imageio import ORIGINAL_SIZE, RECORDED_FOR
 
 __all__ = [
     "ANALYSIS_SIDE",
@@ -220,9 +220,10 @@ def measure(img: Image.Image) -> dict[str, float]:
 
 
 def _file_size(img: Image.Image) -> tuple[int, int]:
-    """The size of the user's file: ``load_image``'s record of it when it downscaled the image, else the image's."""
+    """The size of the user's file: ``load_image``'s record of it when it downscaled the image, else the image's.
+    A record is read only on the image it was written for (a caller's crop or resize carries it along in ``info``)."""
     size = img.info.get(ORIGINAL_SIZE)
-    if (isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+    if (img.info.get(RECORDED_FOR) == img.size and isinstance(size, tuple) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
             and max(size) >= max(img.size)):
         return size
     return img.size

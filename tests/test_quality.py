@@ -90,6 +90,12 @@ def test_messages_quote_the_size_of_the_users_file(tmp_path, fmt, w, h, orientat
     spoof = load_image(tmp_path / "spoof.png")
     assert ORIGINAL_SIZE not in spoof.info and check_quality(spoof).ok
     assert check_quality(synthetic_lesion(4000, 41)).codes == ["too_small"]  # a small image without the record
+    # a caller's crop or resize carries the record along in info (Pillow copies it): it no longer describes those
+    # pixels, which are judged and quoted as they are
+    crop = loaded.crop((0, 0, 60, 30))
+    assert crop.info.get(ORIGINAL_SIZE) == upright and quality._file_size(crop) == (60, 30)
+    assert check_quality(crop).codes == ["too_small"] and "60 x 30 pixels" in check_quality(crop).reasons[0]
+    assert quality._file_size(loaded.resize((2048, loaded.height // 2))) == (2048, loaded.height // 2)
 
 
 def test_all_black_is_too_dark():
@@ -322,11 +328,13 @@ def test_a_size_record_that_cannot_be_the_files_is_ignored(record):
     """Only a record load_image could have written is trusted: a tuple of two positive ints at least as large as
     the image. Anything else (smaller than the image, zero or negative, floats, a list, three values, text) is
     ignored: the image's own size is judged and quoted."""
-    from dermo.imageio import ORIGINAL_SIZE
+    from dermo.imageio import ORIGINAL_SIZE, RECORDED_FOR
 
     img = synthetic_lesion(300, 200)
-    img.info[ORIGINAL_SIZE] = record
+    img.info[ORIGINAL_SIZE], img.info[RECORDED_FOR] = record, (300, 200)
     assert quality._file_size(img) == (300, 200)
     assert check_quality(img).ok
-    img.info[ORIGINAL_SIZE] = (6000, 4000)  # a real record
+    img.info[ORIGINAL_SIZE], img.info[RECORDED_FOR] = (6000, 4000), (3000, 2000)  # a real one, of another image
+    assert quality._file_size(img) == (300, 200)
+    img.info[RECORDED_FOR] = (300, 200)  # a real record, of this image
     assert quality._file_size(img) == (6000, 4000)
