@@ -26,12 +26,18 @@ import numpy as np
 import pandas as pd
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from .config import DEFAULT_DATA_DIR, DEFAULT_MANIFEST
+from .config import DEFAULT_DATA_DIR, DEFAULT_MANIFEST, REPO_ROOT, SOURCE_URL
 from .inference import BAND_TEXT, DISCLAIMER
 
 logger = logging.getLogger(__name__)
 
 LICENSE_ID = "cc-by-nc-sa-4.0"
+#: Where the copy of HAM10000 that every figure was measured on comes from (its hashes: reports/facts.json).
+DATA_COPY = ("a 200 x 150 copy of HAM10000 with the official metadata, from a public GitHub snapshot "
+             "(`mmalek06/bounding-box-detection-ham1000`, commit `fcf5ea8`)")
+#: The split manifest's name in a model repository (a copy of dermo/splits/ham10000.csv).
+SPLIT_FILE = "ham10000_split.csv"  # dermo.hub.SPLIT_NAME
+MAX_SIDE_NOTE = 4096  # dermo.imageio.MAX_SIDE (not imported: that module is the app's, this one the card writer's)
 NOT_MEASURED = "not measured yet"
 MODEL_TAGS = ["image-classification", "dermatology", "skin-lesion", "ham10000", "medical", "onnx",
               "knowledge-distillation", "pytorch_model_hub_mixin", "model_hub_mixin"]
@@ -101,13 +107,14 @@ class Reports:
     inference: Any = None
     quality_gate: Any = None
     focus: Any = None  # reports/focus.json (dermo.focus): where each model's attention map rests, test split
+    facts: Any = None  # reports/facts.json (train.facts): the data copy's hashes, among others
 
 
 def load_reports(reports_dir: str | Path = "reports") -> Reports:
     root = Path(reports_dir)
     rep = Reports(root=root, training=_read_json(root / "training.json"),
                   inference=_read_json(root / "inference.json"), quality_gate=_read_json(root / "quality_gate.json"),
-                  focus=_read_json(root / "focus.json"))
+                  focus=_read_json(root / "focus.json"), facts=_read_json(root / "facts.json"))
     ev = root / "evaluation"
     if ev.is_dir():
         for metrics in sorted(ev.glob("*/metrics.json")):
@@ -209,6 +216,16 @@ def fmt_ci(v: Any, ci: Any, pct: bool = False) -> str:
     return f"{s} ({lo} – {hi})"
 
 
+def _repo_relative(value: str) -> str:
+    """An absolute path inside this checkout as the repository path it is (a card never shows a machine's paths)."""
+    if not value.startswith("/"):
+        return value
+    try:
+        return Path(value).resolve().relative_to(REPO_ROOT).as_posix()
+    except ValueError:
+        return value
+
+
 def _scalar_rows(obj: Any, prefix: str = "", limit: int = 60) -> list[tuple[str, str]]:
     """Flatten a JSON report into (dotted key, value) rows of its scalar leaves (numbers, strings, booleans)."""
     rows: list[tuple[str, str]] = []
@@ -230,7 +247,7 @@ def _scalar_rows(obj: Any, prefix: str = "", limit: int = 60) -> list[tuple[str,
         elif isinstance(o, (int, float)):
             rows.append((p, str(o) if isinstance(o, int) else fmt(o, digits=4)))
         elif isinstance(o, str) and len(o) <= 120:
-            rows.append((p, o))
+            rows.append((p, _repo_relative(o)))
 
     walk(obj, prefix)
     return rows
@@ -346,6 +363,12 @@ def training_rows(training: Any, sha: set[str] = frozenset()) -> list[list[str]]
     return rows
 
 
+def _sha256_path(path: str | Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 def split_summary(manifest: str | Path = DEFAULT_MANIFEST) -> str:
     """Images / lesions / malignant share per split, computed from the committed manifest."""
     manifest = Path(manifest)
@@ -407,13 +430,15 @@ class ModelInfo:
     teacher_of: dict[str, Any] | None = None  # teacher_membership(): the student this model taught, and with whom
 
 
-def teacher_membership(model_dir: str | Path, student_dir: str | Path) -> dict[str, Any]:
+def teacher_membership(model_dir: str | Path, student_dir: str | Path,
+                       member_repos: list[str] | None = None) -> dict[str, Any]:
     """The student ``model_dir`` taught, alone or as one member of an ensemble teacher, read from the student's
     ``run_config.json`` (``distill.teacher``: the teacher folders, comma-separated, as given to training).
 
     A member under ``.carry/`` is ``train.pack_carry``'s fp16 copy of the folder it mirrors (``.carry/X`` of ``X``,
     a teacher carried to a GPU call): it stands for ``X``. Raises ``ValueError`` when the student was not distilled
     or ``model_dir`` is not one of its teachers: a card never claims a role its files do not show.
+    ``member_repos``: the Hub id of each member, in that order (one per member, or ``ValueError``).
     """
     student_dir = Path(student_dir)
     rc = _read_json(student_dir / "run_config.json") or {}
@@ -425,6 +450,12 @@ def teacher_membership(model_dir: str | Path, student_dir: str | Path) -> dict[s
     paths = [Path(*p.parts[1:]) if len(p.parts) > 1 and p.parts[0] == ".carry" else p for p in paths]
     members = [{"path": str(m), "backbone": (_read_json(m / "config.json") or {}).get("backbone"),
                 "this": m.resolve() == me} for m in paths]
+    if member_repos is not None:
+        if len(member_repos) != len(members):
+            raise ValueError(f"--member-repos names {len(member_repos)} repositories for the {len(members)} "
+                             f"members of {student_dir}'s teacher ({', '.join(m['path'] for m in members)})")
+        for m, repo in zip(members, member_repos):
+            m["repo"] = repo.strip()
     if not any(m["this"] for m in members):
         raise ValueError(f"--teacher-of {student_dir}: {model_dir} is not among its teachers "
                          f"({', '.join(m['path'] for m in members)})")
@@ -436,7 +467,9 @@ def _teacher_paragraph(t: dict[str, Any]) -> str:
     others = [m for m in t["members"] if not m["this"]]
     if not others:
         return f"**Its role.** The DermoHelper student `{t['student']}` was distilled from this model alone."
-    names = ", ".join(f"`{m['backbone'] or m['path']}` (`{m['path']}`)" for m in others)
+    names = ", ".join(f"`{m['backbone'] or m['path']}` (`{m['path']}`"
+                      + (f"; on the Hub: [`{m['repo']}`](https://huggingface.co/{m['repo']})" if m.get("repo") else "")
+                      + ")" for m in others)
     return (f"**Its role.** The DermoHelper student `{t['student']}` was distilled from an ensemble teacher: the mean "
             f"logits of {len(t['members'])} models, this one and {names}. The figures under Evaluation are this "
             "model's alone, not the ensemble's (the training report below has the ensemble's rows).")
@@ -542,9 +575,14 @@ def _usage(repo_id: str, info: ModelInfo) -> str:
                      "from huggingface_hub import hf_hub_download\nfrom PIL import Image, ImageOps\n\n"
                      f'cfg = json.load(open(hf_hub_download("{repo_id}", "onnx/config.json")))\n'
                      f'sess = ort.InferenceSession(hf_hub_download("{repo_id}", "onnx/model.onnx"))\n'
-                     "size = cfg[\"img_size\"]  # resize BILINEAR, as in training: another filter changes the answers\n"
-                     'img = ImageOps.exif_transpose(Image.open("lesion.jpg")).convert("RGB").resize((size, size), '
-                     "Image.BILINEAR)\n"
+                     "size = cfg[\"img_size\"]\n"
+                     'photo = ImageOps.exif_transpose(Image.open("lesion.jpg")).convert("RGBA")  # upright\n'
+                     'img = Image.new("RGB", photo.size, "white")  # transparency on white, as the app does\n'
+                     'img.paste(photo, mask=photo.getchannel("A"))\n'
+                     f"# the app first reduces a photo over {MAX_SIDE_NOTE} px (JPEG DCT scaling, then Lanczos): "
+                     "above that size its answer can differ slightly\n"
+                     "img = img.resize((size, size), Image.BILINEAR)  # bilinear, as in training: another filter "
+                     "changes the answers\n"
                      'x = (np.asarray(img, np.float32) / 255 - np.float32(cfg["mean"])) / np.float32(cfg["std"])\n'
                      "x = np.ascontiguousarray(x.transpose(2, 0, 1)[None], np.float32)  # (1, 3, size, size)\n"
                      'logits, attention = sess.run(["logits", "attention"], {"pixel_values": x})\n'
@@ -552,11 +590,35 @@ def _usage(repo_id: str, info: ModelInfo) -> str:
                      "p_malignant = float(1 / (1 + np.exp(-z)))\n"
                      'band = "low" if p_malignant < cfg["band_low"] else "high" if p_malignant >= cfg["band_high"] '
                      'else "medium"\n```')
-    parts.append("```python\n# The Gradio app's API (a running DermoHelper Space or `python app.py`)\n"
-                 "from gradio_client import Client, handle_file\n\n"
-                 'client = Client("http://127.0.0.1:7860/")  # or the Space id\n'
-                 'result = client.predict(handle_file("lesion.jpg"), api_name="/predict")\n```')
-    return "\n\n".join(parts)
+    if not info.teacher_of:  # the app serves the student: its API is no way to run a teacher
+        parts.append("```python\n# The Gradio app's API (a running DermoHelper Space or `python app.py`)\n"
+                     "from gradio_client import Client, handle_file\n\n"
+                     'client = Client("http://127.0.0.1:7860/")  # or the Space id\n'
+                     'result = client.predict(handle_file("lesion.jpg"), api_name="/predict")\n```')
+    version = info.config.get("version") or (info.onnx_config or {}).get("version") or "0.1.0"
+    needs = "The PyTorch and `Predictor` blocks need" if info.onnx_files else "The PyTorch block needs"
+    install = (f"**Install.** {needs} the `dermohelper` package, whose source is at {SOURCE_URL}; install the "
+               f"release this model shipped with, at the exact versions it was tested with (its lock file):\n\n"
+               f"```bash\ngit clone --branch v{version} {SOURCE_URL} && cd dermohelper\n"
+               "pip install --no-deps -r requirements.txt && pip install --no-deps .\n```\n\n"
+               + ("The by-hand ONNX block needs only `numpy`, `onnxruntime`, `pillow` and `huggingface_hub`. "
+                  if info.onnx_files else "")
+               + ("The app's API (the student's) is at the student's repository." if info.teacher_of
+                  else "The API block needs only `gradio_client`."))
+    return install + "\n\n" + "\n\n".join(parts)
+
+
+def _evaluated_file(m: dict[str, Any], info: ModelInfo) -> str:
+    """Which of the repository's files an evaluation ran (the served ONNX file and the weights differ slightly)."""
+    shas = set(_find_values(m, "sha256"))
+    onnx = info.onnx_config or {}
+    if onnx.get("sha256") and onnx["sha256"] in shas:
+        return (f"These are the figures of the served file `onnx/model.onnx` ({onnx.get('onnx_variant', 'n/a')}), "
+                "the one the app and `Predictor` run; the PyTorch weights' own are in the training report below "
+                "(they can differ in the last digit).")
+    if info.safetensors_sha256 and info.safetensors_sha256 in shas:
+        return "These are the figures of the PyTorch weights (`model.safetensors`)."
+    return "Which of this repository's files it ran is not recorded in the evaluation."
 
 
 def focus_line(reports: Reports, info: ModelInfo) -> str:
@@ -641,6 +703,11 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
     onnx = info.onnx_config or {}
     details = [f"- backbone: `{cfg.get('backbone')}` (timm) with an attention-pooling head; input "
                f"{cfg.get('img_size')} x {cfg.get('img_size')} RGB, mean {cfg.get('mean')}, std {cfg.get('std')}",
+               "- preprocessing (`dermo.imageio.load_image`, then `dermo.data.preprocess`): the photo upright (EXIF "
+               "orientation), transparency composited on white, a photo over "
+               f"{MAX_SIDE_NOTE} px on its longest side first reduced to {MAX_SIDE_NOTE} (JPEG DCT scaling, then "
+               f"Lanczos), then the whole photo resized to {cfg.get('img_size')} x {cfg.get('img_size')} with "
+               "Pillow's bilinear filter (antialiased): the aspect ratio is not kept and nothing is cropped",
                f"- labels: {cfg.get('labels')}; version {serve.get('version')}",
                f"- calibration: P(malignant) = sigmoid((z_malignant - z_benign) / T + b), temperature T "
                f"{fmt(serve.get('temperature'), digits=4)}, logit bias b {fmt(serve.get('logit_bias', 0.0), digits=4)}, "
@@ -659,10 +726,20 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
             if fname == "model.onnx" else ""))
     s.append("\n".join(details))
 
-    s.append("## Intended use\n"
-             "- **For:** helping a person decide how urgently to show a skin lesion to a doctor; research and "
-             "teaching on skin-lesion classification, calibration and knowledge distillation.\n"
-             "- **Output meaning:** " + " ".join(f"*{b.capitalize()}*: {t}" for b, t in BAND_TEXT.items()))
+    if info.teacher_of:
+        s.append("## Intended use\n"
+                 "- **For:** research and teaching: reproducing the DermoHelper student's distillation, comparing "
+                 "models, studying calibration and attention maps.\n"
+                 "- **Not for triage.** People deciding about a lesion should use the student "
+                 f"`{info.teacher_of['student']}` "
+                 "(the model behind the DermoHelper app), whose calibration and risk bands were fitted and checked "
+                 "for that; this repository's bands are not the app's, and its Evaluation section shows how many "
+                 "malignant lesions its Low band holds.")
+    else:
+        s.append("## Intended use\n"
+                 "- **For:** helping a person decide how urgently to show a skin lesion to a doctor; research and "
+                 "teaching on skin-lesion classification, calibration and knowledge distillation.\n"
+                 "- **Output meaning:** " + " ".join(f"*{b.capitalize()}*: {t}" for b, t in BAND_TEXT.items()))
     s.append("## Out-of-scope use and misuse\n"
              "- Diagnosing, ruling out cancer, or deciding on treatment: only an examination (often a biopsy) can.\n"
              "- Reassuring someone about a lesion that changes, bleeds, itches or worries them: a Low band is not a "
@@ -679,9 +756,20 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
              f"License: [CC BY-NC-SA 4.0](https://creativecommons.org/licenses/by-nc-sa/4.0/). Dataset on the Hub: "
              f"[`{dataset_id}`](https://huggingface.co/datasets/{dataset_id}).\n\n"
              f"- {HAM_CITATION}\n- {ISIC_CITATION}")
+    ds_facts = (reports.facts or {}).get("dataset") if isinstance(reports.facts, dict) else None
+    hashes = (f": `metadata.csv` sha256 `{ds_facts['sha256_metadata_csv']}`, its images' bytes concatenated in "
+              f"file-name order sha256 `{ds_facts['sha256_images_concatenated_in_file_name_order']}` (`python -m "
+              "train.facts`, `reports/facts.json`)"
+              if isinstance(ds_facts, dict) and ds_facts.get("sha256_metadata_csv")
+              and ds_facts.get("sha256_images_concatenated_in_file_name_order") else
+              f"; its hashes: {NOT_MEASURED} (`python -m train.facts`)")
+    s.append(f"**The copy used.** Every figure here was measured on {DATA_COPY}{hashes}.")
     s.append("**Split.** Lesion-grouped and label-stratified 70 / 15 / 15 (no lesion appears in two splits; HAM10000 "
              "holds several images of many lesions, so an image-level split would leak). Committed as "
-             "`dermo/splits/ham10000.csv`; counts computed from it:\n\n" + split_summary(manifest))
+             f"`dermo/splits/ham10000.csv` and shipped in this repository as `{SPLIT_FILE}`"
+             + (f" (sha256 `{_sha256_path(manifest)}`)" if Path(manifest).is_file() else "")
+             + "; `python -m dermo.data --rebuild --manifest split.csv --write` rebuilds it from `metadata.csv` "
+               "(seed 0) byte for byte. Counts computed from it:\n\n" + split_summary(manifest))
     s.append("**Training.**\n" + _training_details(info))
 
     s.append("## Evaluation")
@@ -694,7 +782,8 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                  + f". Intervals: {100 * float(m.get('ci_level') or 0.95):.0f}% percentile bootstrap"
                  + (" resampling lesions" if m.get("n_groups") else "")
                  + (f" ({m['n_boot']} resamples)" if m.get("n_boot") else "")
-                 + ". The operating point was chosen on the validation split.\n\n" + metrics_table(m))
+                 + ". The operating point was chosen on the validation split. " + _evaluated_file(m, info)
+                 + "\n\n" + metrics_table(m))
         note = calibration_note(m, serve)
         if note:
             s.append(note)
@@ -729,7 +818,7 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
         ("every model of the training run it covers"
          + ("; the rows marked (this model) are this card's model" if mine_marked else
             "; none of them is this card's model (its own figures are under Evaluation above)")
-         + ". Its probabilities are the models' as trained (temperature 1): each threshold is the highest with "
+         + ". Its probabilities are the PyTorch weights' as trained (temperature 1): each threshold is the highest with "
            "validation sensitivity >= 90% on that scale, not the calibrated threshold under Model details, and a "
            "row without a split is the test split at that threshold.\n\n"
          + _table(["model / split", "AUROC (95% CI)", "sensitivity", "specificity", "threshold"], trows))

@@ -21,6 +21,8 @@ LABELS = ("benign", "malignant")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data" / "ham10000"
 DEFAULT_MANIFEST = Path(__file__).resolve().parent / "splits" / "ham10000.csv"
+#: Where the dermohelper package's source lives (the model cards' install line, the Hub mixin's repo_url).
+SOURCE_URL = "https://github.com/dermohelper/dermohelper"
 # the last line of every generated markdown report
 REPORT_FOOTER = ("DermoHelper is a triage aid, not a diagnosis. Data: HAM10000 (Tschandl et al. 2018, "
                  "doi:10.1038/sdata.2018.161, CC BY-NC-SA 4.0).")

@@ -37,8 +37,10 @@ SAFETENSORS_NAME = "model.safetensors"
 RUN_CONFIG_NAME = "run_config.json"
 ONNX_SUBDIR = "onnx"
 SUMS_NAME = "SHA256SUMS"
-PUSHED_ROOT_FILES = {CONFIG_NAME, SAFETENSORS_NAME, RUN_CONFIG_NAME, SUMS_NAME, "README.md", "LICENSE"}
-PULL_PATTERNS = [CONFIG_NAME, SAFETENSORS_NAME, RUN_CONFIG_NAME, SUMS_NAME, f"{ONNX_SUBDIR}/*", "README.md", "LICENSE"]
+SPLIT_NAME = "ham10000_split.csv"  # the lesion-grouped split the model was trained and evaluated on (cards.SPLIT_FILE)
+PUSHED_ROOT_FILES = {CONFIG_NAME, SAFETENSORS_NAME, RUN_CONFIG_NAME, SUMS_NAME, SPLIT_NAME, "README.md", "LICENSE"}
+PULL_PATTERNS = [CONFIG_NAME, SAFETENSORS_NAME, RUN_CONFIG_NAME, SUMS_NAME, SPLIT_NAME, f"{ONNX_SUBDIR}/*", "README.md",
+                 "LICENSE"]
 # owner/name or owner/name@revision, as the Hub spells ids (letters, digits, - _ .)
 HUB_ID = re.compile(r"^(?P<repo>[A-Za-z0-9][\w.-]*/[\w.-]+)(?:@(?P<revision>[\w./-]+))?$")
 
@@ -186,10 +188,13 @@ def _write_sums(folder: Path, recursive: bool = False, skip: tuple[str, ...] = (
 def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_id: str,
                        onnx_dir: str | Path | None = None, reports_dir: str | Path = "reports",
                        dataset_id: str | None = None, evaluations: list[str] | None = None,
-                       manifest: str | Path = DEFAULT_MANIFEST, teacher_of: str | Path | None = None) -> Path:
+                       manifest: str | Path = DEFAULT_MANIFEST, teacher_of: str | Path | None = None,
+                       member_repos: list[str] | None = None) -> Path:
     """Write exactly the files a model push uploads into ``out_dir`` (which must be empty or absent).
 
     ``teacher_of``: the MAG-KD student folder this model taught (alone or in an ensemble); the card says so.
+    ``member_repos``: the Hub ids every member of that (ensemble) teacher is pushed to, in the student's order, so
+    that the card points to the others.
     """
     from .cards import LICENSE_NOTE, ModelInfo, build_model_card, count_parameters, load_reports, teacher_membership
 
@@ -197,7 +202,9 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
         raise ValueError("give the save_pretrained folder (--model) and/or an ONNX folder (--onnx)")
     if teacher_of is not None and model_dir is None:
         raise ValueError("--teacher-of needs the teacher's --model folder")
-    membership = teacher_membership(model_dir, teacher_of) if teacher_of is not None else None
+    if member_repos and teacher_of is None:
+        raise ValueError("--member-repos names the members of the teacher of --teacher-of; give --teacher-of too")
+    membership = teacher_membership(model_dir, teacher_of, member_repos) if teacher_of is not None else None
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise FileExistsError(f"{out} is not empty; give a new folder for the files to upload")
@@ -263,6 +270,8 @@ def build_model_folder(model_dir: str | Path | None, out_dir: str | Path, repo_i
                             evaluations=evaluations, manifest=manifest)
     (out / "README.md").write_text(str(card), encoding="utf-8")
     (out / "LICENSE").write_text(LICENSE_NOTE, encoding="utf-8")
+    if Path(manifest).is_file():  # the split itself, so that a researcher can check which images were test images
+        shutil.copyfile(manifest, out / SPLIT_NAME)
     _write_sums(out, recursive=True, skip=("README.md",))  # every file a pull checks; the card may be edited online
     logger.info("model folder for %s: %s", repo_id, sorted(str(p.relative_to(out)) for p in out.rglob("*")
                                                             if p.is_file()))
@@ -273,7 +282,7 @@ def push_model(model_dir: str | Path | None, repo_id: str, onnx_dir: str | Path 
                reports_dir: str | Path = "reports", private: bool = False, revision: str | None = None,
                token: str | None = None, dry_run_dir: str | Path | None = None, dataset_id: str | None = None,
                evaluations: list[str] | None = None, commit_message: str | None = None,
-               teacher_of: str | Path | None = None) -> Any:
+               teacher_of: str | Path | None = None, member_repos: list[str] | None = None) -> Any:
     """Push weights, ONNX file(s), model card and license to ``repo_id`` in ONE commit.
 
     With ``dry_run_dir`` the folder is written there and nothing touches the network; returns the folder.
@@ -283,13 +292,13 @@ def push_model(model_dir: str | Path | None, repo_id: str, onnx_dir: str | Path 
         raise ValueError(f"--repo {repo_id!r}: give owner/name (the revision goes in --revision)")
     if dry_run_dir is not None:
         return build_model_folder(model_dir, dry_run_dir, repo_id, onnx_dir, reports_dir, dataset_id, evaluations,
-                                  teacher_of=teacher_of)
+                                  teacher_of=teacher_of, member_repos=member_repos)
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     api = HfApi(token=_token(token))
     with tempfile.TemporaryDirectory(prefix="dermo_push_") as tmp:
         folder = build_model_folder(model_dir, Path(tmp) / "repo", repo_id, onnx_dir, reports_dir, dataset_id,
-                                    evaluations, teacher_of=teacher_of)
+                                    evaluations, teacher_of=teacher_of, member_repos=member_repos)
         ops: list[Any] = [CommitOperationAdd(path_in_repo=p.relative_to(folder).as_posix(), path_or_fileobj=str(p))
                           for p in sorted(folder.rglob("*")) if p.is_file()]
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
@@ -406,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI,
     pm.add_argument("--dataset-repo", help="Hub dataset id for the card (default: <owner>/ham10000)")
     pm.add_argument("--teacher-of", metavar="STUDENT",
                     help="the MAG-KD student folder this teacher taught (alone or as one member of an ensemble)")
+    pm.add_argument("--member-repos", metavar="REPO,REPO",
+                    help="with --teacher-of an ensemble: the Hub ids of all its members, in the student's order")
     pm.add_argument("--revision", help="branch to push to (created if missing)")
     pm.add_argument("--private", action="store_true")
     pm.add_argument("--dry-run", metavar="DIR", help="write the folder a push would upload; no network")
@@ -428,7 +439,8 @@ def main(argv: list[str] | None = None) -> None:  # pragma: no cover - thin CLI,
             out = push_model(args.model, args.repo, onnx_dir=args.onnx, reports_dir=args.reports,
                              private=args.private, revision=args.revision, dry_run_dir=args.dry_run,
                              dataset_id=args.dataset_repo, evaluations=args.evaluation,
-                             teacher_of=args.teacher_of)
+                             teacher_of=args.teacher_of,
+                             member_repos=args.member_repos.split(",") if args.member_repos else None)
         elif args.cmd == "push-dataset":
             out = push_dataset(args.data, args.repo, manifest=args.manifest, dry_run_dir=args.dry_run,
                                private=args.private)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 from huggingface_hub import PyTorchModelHubMixin
 
-from .config import ModelConfig
+from .config import SOURCE_URL, ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ class LesionClassifier(
     library_name="dermohelper",
     license="cc-by-nc-sa-4.0",
     tags=["image-classification", "dermatology", "skin-lesion", "ham10000"],
-    repo_url="https://github.com/dermohelper/dermohelper",
+    repo_url=SOURCE_URL,
 ):
     """Binary lesion classifier (benign / malignant) around any timm backbone named in ``config.backbone``."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 import torch
 
 pytest.importorskip("onnxruntime")
@@ -81,7 +82,8 @@ def tiny_reports(tiny_onnx, tiny_data, tiny_manifest, tmp_path_factory) -> Path:
 
 
 def expected_files(with_onnx: bool = True) -> set[str]:
-    files = {"config.json", "model.safetensors", "run_config.json", "README.md", "LICENSE", "SHA256SUMS"}
+    files = {"config.json", "model.safetensors", "run_config.json", "README.md", "LICENSE", "SHA256SUMS",
+             "ham10000_split.csv"}
     if with_onnx:
         files |= {"onnx/model.onnx", "onnx/config.json", "onnx/SHA256SUMS"}
     return files
@@ -159,6 +161,11 @@ def test_dry_run_model_folder_and_card(tiny_model, tiny_onnx, tiny_reports, tmp_
         assert (out / name).read_bytes() == (tiny_model / name).read_bytes()
     for name in ("model.onnx", "config.json"):
         assert (out / "onnx" / name).read_bytes() == (tiny_onnx / name).read_bytes()
+    # the split the figures were computed on, byte for byte, with its sha256 in the card and in SHA256SUMS
+    from dermo.config import DEFAULT_MANIFEST
+
+    assert (out / "ham10000_split.csv").read_bytes() == DEFAULT_MANIFEST.read_bytes()
+    assert f"`ham10000_split.csv` (sha256 `{sha256_file(DEFAULT_MANIFEST)}`)" in (out / "README.md").read_text()
     sums = hub.read_sums(out / "onnx" / "SHA256SUMS")
     assert sums == {n: sha256_file(out / "onnx" / n) for n in ("config.json", "model.onnx")}
     assert json.loads((out / "onnx" / "config.json").read_text())["sha256"] == sums["model.onnx"]
@@ -717,6 +724,18 @@ def test_teacher_card_says_whom_it_taught(tiny_model, tmp_path, monkeypatch):
         next(i for i, line in enumerate(text.splitlines()) if line.startswith("# "))]
     assert f"the mean logits of 2 models, this one and `test_efficientnet` (`{other}`)" in text
     assert "this model's alone, not the ensemble's" in text
+    # with the members' Hub ids the card links the others; a list that does not fit the members is refused
+    out = hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry3",
+                         teacher_of=student, member_repos=[REPO, "dermotest/teacher-member2"])
+    text = (out / "README.md").read_text()
+    assert (f"`test_efficientnet` (`{other}`; on the Hub: [`dermotest/teacher-member2`]"
+            "(https://huggingface.co/dermotest/teacher-member2))") in text
+    assert "**Not for triage.**" in text and "*Low*:" not in text  # a teacher's bands are not the app's
+    assert "gradio_client" not in text  # the app's API runs the student, not this model
+    with pytest.raises(ValueError, match="names 1 repositories for the 2 members"):
+        hub.push_model(tiny_model, REPO, dry_run_dir=tmp_path / "dry5", teacher_of=student, member_repos=[REPO])
+    with pytest.raises(ValueError, match="give --teacher-of too"):
+        hub.push_model(tiny_model, REPO, dry_run_dir=tmp_path / "dry6", member_repos=[REPO])
     with pytest.raises(ValueError, match="not among its teachers"):
         hub.push_model(tmp_path / "student", REPO, dry_run_dir=tmp_path / "dry2", teacher_of=student)
     # a teacher carried to the GPU as train.pack_carry's fp16 copy (.carry/<folder>) stands for <folder>
@@ -834,3 +853,17 @@ def test_the_cards_code_runs_as_written(tiny_model, tiny_onnx, tiny_reports, tin
         assert "flip" not in blocks[0] and got[0]["p_malignant"] == pytest.approx(want.probability, abs=1e-5)
     assert "probability" in repr(got[1]["pred"].predict("lesion.jpg").to_dict())
     assert got[2]["p_malignant"] == pytest.approx(want.probability, abs=1e-5) and got[2]["band"] == want.band
+    # a semi-transparent PNG: the by-hand code composites it on white, as the app does (it once took the raw RGB
+    # under the alpha, and answered another probability)
+    rgba = Image.open(photo).convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(rgba.size))
+    rgba.save(tmp_path / "lesion.png")
+    ns = {}
+    by_hand = blocks[2].replace(f'"{REPO}"', repr(str(out))).replace("lesion.jpg", "lesion.png")
+    exec(compile(by_hand, "card", "exec"), ns)  # noqa: S102
+    assert ns["p_malignant"] == pytest.approx(Predictor(tiny_onnx).predict(tmp_path / "lesion.png").probability,
+                                              abs=1e-5)
+    # what the blocks need is said, and the preprocessing is spelled out in full
+    assert "git clone --branch v" in card and "pip install --no-deps -r requirements.txt" in card
+    for needle in ("transparency composited on white", "aspect ratio is not kept", "bilinear", "4096"):
+        assert needle in card, needle

@@ -84,5 +84,12 @@ def test_licenses_and_citation_are_in_the_repository():
     assert (ROOT / "LICENSE-MODELS").read_text() == LICENSE_NOTE
     cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
     assert cff["license"] == "Apache-2.0" and cff["references"][0]["doi"] == "10.1038/sdata.2018.161"
+    # the citation file must not read as if the weights were Apache-2.0 too, and names the version and the source
+    assert "CC BY-NC-SA 4.0" in cff["message"] and "LICENSE-MODELS" in cff["message"]
+    from dermo.config import SOURCE_URL
+
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert f'version = "{cff["version"]}"' in pyproject and cff["repository-code"] == SOURCE_URL
+    assert {r.get("doi") for r in cff["references"]} >= {"10.1038/sdata.2018.161", "10.7910/DVN/DBW86T"}
     readme = (ROOT / "README.md").read_text()
     assert all(name in readme for name in ("`LICENSE`", "`LICENSE-MODELS`", "`CITATION.cff`"))

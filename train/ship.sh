@@ -5,7 +5,7 @@
 # VERSION=0.2.0: the shipped bundle's version (train.export refuses other weights under the version already shipped).
 # SHIP=baseline ships the student trained without distillation instead, when it is the better one on validation.
 # TEACHER=a/best,b/best: the MAG-KD student learned from an ensemble; the reports show it as the teacher (mean logits)
-# and the Hub teacher repository gets its first member.
+# and each member gets its own Hub repository (dermohelper-teacher, dermohelper-teacher-member2, ...: train/cards.sh).
 set -euo pipefail
 RUNS=${1:-runs/cpu}
 SHIP=${SHIP:-magkd}
@@ -27,11 +27,5 @@ python benchmarks/app.py --json reports/app_benchmark.json
 # Where the heatmaps rest (the cards quote the shipped model's and the teacher's rows).
 python -m dermo.focus --model "${TEACHER%%,*}" --model $RUNS/baseline/best \
   $([ "$SHIP" = baseline ] || echo "--model $RUNS/$SHIP/best") --dinov2 --split test --out reports/focus
-# Model cards exactly as a push would upload them (no network): kept in reports/cards/ for review.
-mkdir -p reports/cards && rm -rf outputs/hub_student outputs/hub_teacher  # dry-run folders must be new
-python -m dermo.hub push-model --model $RUNS/$SHIP/best --onnx dermo/assets --repo dermohelper/dermohelper-student \
-  --dry-run outputs/hub_student
-python -m dermo.hub push-model --model "${TEACHER%%,*}" --repo dermohelper/dermohelper-teacher \
-  $([ "$SHIP" = baseline ] || echo "--teacher-of $RUNS/$SHIP/best") --dry-run outputs/hub_teacher
-cp outputs/hub_student/README.md reports/cards/student.md
-cp outputs/hub_teacher/README.md reports/cards/teacher.md
+# Model cards exactly as a push would upload them (no network), kept in reports/cards/ for review.
+RUNS=$RUNS SHIP=$SHIP TEACHER=$TEACHER bash train/cards.sh
