@@ -41,6 +41,7 @@ import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from dermo.imageio import ERROR_CODES as IMAGE_ERROR_CODES  # noqa: E402
 from dermo.imageio import ImageError, check_image_file, load_image  # noqa: E402
 from dermo.inference import BAND_TEXT, DISCLAIMER, Predictor, bands_text, format_banded, reported  # noqa: E402
 from dermo.ood import check_ood, load_ood  # noqa: E402
@@ -148,23 +149,39 @@ def _sweep_forever() -> None:
 
 
 # ------------------------------------------------------------------------------------------------------- core
-def user_error(message: str) -> gr.Error:
-    """A message for the user (what happened and what to do); not logged as a server error."""
-    return gr.Error(message, print_exception=False)
+# Why a call got no result: gradio_client's AppError carries one of these as its ``title`` (its message says what to
+# do), so a program can branch on it; a photo that was read but failed the quality gate is a result instead, with
+# ``quality.codes``. ``server_fault`` is the only one worth retrying as it is.
+API_ERROR_CODES = {
+    **IMAGE_ERROR_CODES,  # dermo.imageio's: why the file is not a usable photo
+    "bad_request": "the request carried no uploaded file (a plain path string, a path the client never uploaded)",
+    "url_failed": "the photo was sent as a web address that could not be fetched",
+    "server_fault": "a fault on the server, not in the photo: try again",
+}
+
+
+def user_error(message: str, code: str) -> gr.Error:
+    """A message for the user (what happened and what to do), with its ``API_ERROR_CODES`` code as the error's title
+    (what API callers branch on; the page shows the message in place, never Gradio's modal); not logged as a server
+    error."""
+    assert code in API_ERROR_CODES, code
+    return gr.Error(message, title=code, print_exception=False)
 
 
 def open_upload(path: str | None, decode: bool = True) -> Image.Image | str:
     """The uploaded file as an RGB image, or ``gr.Error`` with what went wrong and what to do. ``decode=False``:
     only the checks that decode no pixels (``check_image_file``: cheap for any file), returns the format's name."""
     if path is None:
-        raise user_error("Upload a photo of the skin lesion or take one with the camera, then press Analyse photo.")
+        raise user_error("Upload a photo of the skin lesion or take one with the camera, then press Analyse photo.",
+                         "no_image")
     try:
         return load_image(path) if decode else check_image_file(path)
     except ImageError as e:
-        raise user_error(str(e)) from None
+        raise user_error(str(e), e.code if e.code in API_ERROR_CODES else "not_image") from None
     except Exception:  # never show a traceback for a bad upload
         logger.exception("could not load an upload")
-        raise user_error("This file could not be read as a photo. Upload a JPEG, PNG, WebP or HEIC photo.") from None
+        raise user_error("This file could not be read as a photo. Upload a JPEG, PNG, WebP or HEIC photo.",
+                         "corrupt") from None
 
 
 def analyze(path: str | None) -> tuple[dict[str, Any], Image.Image | None, np.ndarray | None]:
@@ -208,7 +225,7 @@ def analyze_or_explain(path: str | None) -> tuple[dict[str, Any], Image.Image | 
         raise
     except Exception:
         logger.exception("analysis failed")  # the traceback names no user data: the upload is only a temp path
-        raise user_error(SERVER_FAULT) from None
+        raise user_error(SERVER_FAULT, "server_fault") from None
 
 
 # What view_api() and the "Use via API" page show callers (Gradio shows only this of the handler's docstring).
@@ -219,13 +236,15 @@ API_DESCRIPTION = (
     "codes, lesion_check (whether the 'does not look like a skin lesion' check ran)}, heatmap (the attention map, "
     "rows of floats summing to 1), calibrated, model {name, version, sha256}, "
     "disclaimer. A photo that fails the quality gate gets probability, band, band_text and heatmap null, and its "
-    "reasons; a file that is not a usable photo gets an error message saying what to do.")
+    "reasons and codes; a file that is not a usable photo gets an error (gradio_client's AppError) whose message says "
+    "what to do and whose title is a code (empty, not_image, truncated, corrupt, too_many_pixels, file_too_large, "
+    "heic_unsupported, unsupported_mode, bad_request, url_failed; server_fault: try again).")
 
 
 def predict(file: str | None) -> dict[str, Any]:
     """API endpoint ``/predict``: an uploaded photo -> the JSON result (``API_DESCRIPTION``, the module docstring)."""
     if file is None:
-        raise user_error(BAD_REQUEST)
+        raise user_error(BAD_REQUEST, "bad_request")
     return analyze_or_explain(file)[0]
 
 
@@ -379,7 +398,7 @@ def explain_bad_requests(blocks: gr.Blocks) -> gr.Blocks:
             return await base(*args, **kwargs)
         except (ValidationError, InvalidPathError) as e:
             logger.info("refused a request whose input was not an uploaded file (%s)", type(e).__name__)
-            raise user_error(BAD_REQUEST) from None
+            raise user_error(BAD_REQUEST, "bad_request") from None
 
     async def preprocess_data(block_fn, inputs, *args, **kwargs):
         try:
@@ -391,7 +410,7 @@ def explain_bad_requests(blocks: gr.Blocks) -> gr.Blocks:
                     ("http://", "https://")) for x in inputs or []):
                 raise
             logger.info("a photo sent as a web address could not be fetched (%s)", type(e).__name__)
-            raise user_error(URL_FAILED) from None
+            raise user_error(URL_FAILED, "url_failed") from None
 
     blocks.process_api = process_api
     blocks.preprocess_data = preprocess_data

@@ -37,7 +37,13 @@ size it recorded in ``img.info[dermo.imageio.ORIGINAL_SIZE]`` (a 10000 x 100 str
 A too-small image is only reported as too small, and a too-dark/too-bright
 image is not also reported as blurry: the other measures are meaningless
 there and one clear instruction is better than three (the measures are
-still computed and returned).
+still computed and returned). Of blurry / no_colour / not_photo only the
+first that fails is reported, except for a blank image (one flat colour:
+luma contrast under :data:`BLANK_CONTRAST` and ``flat_fraction`` over
+``max_flat``, e.g. a grey card or a lens cap), which is "not a photo", not
+"blurry" (it has no sharpness either, but holding the camera steady would not
+help). A blurred photo keeps its blurry verdict: its lesion and sensor noise
+give it contrast, and calling a real photo "not a photo" would mislead.
 
 Measures (``report.measures``), all computed on a grey copy of the image
 (ITU-R 601 luma as float32, Pillow ``convert("F")``) resized with Lanczos
@@ -129,6 +135,10 @@ BLUR = 2.0
 MIN_CHROMA = 3.0
 #: Default maximum share of a thumbnail's pixels that have exactly its most common colour.
 MAX_FLAT = 0.2
+#: Luma standard deviation under which an image with a flat_fraction over MAX_FLAT is blank (one flat colour):
+#: every HAM10000 image has a contrast of 4.8 or more and a flat_fraction of 0.1 or less
+#: (``python benchmarks/quality_thresholds.py --n 10015``, reports/quality_thresholds.json).
+BLANK_CONTRAST = 1.0
 
 #: User-facing sentences per code ({placeholders} filled from the measures).
 MESSAGES = {
@@ -263,7 +273,10 @@ def check_quality(
         elif m["brightness"] > bright:
             report.add_issue("too_bright", MESSAGES["too_bright"])
             exposure_ok = False
-        if exposure_ok and m["sharpness"] < blur:
+        blank = m["contrast"] < BLANK_CONTRAST and m["flat_fraction"] > max_flat
+        if exposure_ok and blank:
+            report.add_issue("not_photo", MESSAGES["not_photo"])
+        elif exposure_ok and m["sharpness"] < blur:
             report.add_issue("blurry", MESSAGES["blurry"])
         elif exposure_ok and m["chroma"] < min_chroma:
             report.add_issue("no_colour", MESSAGES["no_colour"])

@@ -202,6 +202,7 @@ def test_every_bad_input_gets_a_clear_answer_and_the_server_keeps_working(client
             with pytest.raises(AppError) as e:
                 call(client, path)
             msg = str(e.value)
+            assert e.value.title == expected, (name, e.value.title)  # the code a program branches on
             assert MESSAGE_HINT[expected] in msg.lower(), (name, msg)
             assert "Traceback" not in msg and ("upload" in msg.lower() or "resize" in msg.lower()), (name, msg)
         check_verdict(call(client, good), server["model"])  # still serving
@@ -217,13 +218,14 @@ def test_a_request_without_an_uploaded_file_is_told_how_to_send_one(client, serv
     good = good_images(tiny_data, 1)[0]
     with pytest.raises(AppError) as e:
         client.predict(str(good), api_name="/predict")  # the common mistake: no handle_file
-    assert "handle_file" in str(e.value) and "Traceback" not in str(e.value)
+    assert "handle_file" in str(e.value) and "Traceback" not in str(e.value) and e.value.title == "bad_request"
     # a photo sent as a web address, which Gradio fetches itself: here one it may not fetch (a loopback address)
     from gradio_client import handle_file
 
     with pytest.raises(AppError) as e:
         client.predict(handle_file("http://127.0.0.1:9/jane_doe_mole.jpg"), api_name="/predict")
     assert "web address" in str(e.value) and "handle_file" in str(e.value), str(e.value)
+    assert e.value.title == "url_failed"
     # a raw queue request naming a server path nobody uploaded, as a hand-written client might send
     config = json.loads(urllib.request.urlopen(server["url"] + "config", timeout=30).read())
     fn = next(d["id"] for d in config["dependencies"] if d.get("api_name") == "predict")
@@ -237,6 +239,7 @@ def test_a_request_without_an_uploaded_file_is_told_how_to_send_one(client, serv
         done = next(json.loads(line[5:]) for line in r.read().decode().splitlines()
                     if line.startswith("data:") and '"process_completed"' in line)
     assert done["success"] is False and "handle_file" in done["output"]["error"], done
+    assert done["output"]["title"] == "bad_request"
     check_verdict(call(client, good), server["model"])  # still serving
     log = server["log"].read_text()
     assert "Traceback" not in log and "jane_doe" not in log and str(good.parent) not in log
@@ -513,3 +516,28 @@ def test_space_push_fails_clearly_without_token_or_network(tmp_path, monkeypatch
     with pytest.raises(ConnectionError, match="cannot reach the Hugging Face Hub"):
         build.push_space(folder, "someone/dermohelper", token="hf_fake", endpoint="http://127.0.0.1:9")
     assert (folder / "app.py").is_file()
+
+
+def test_every_error_and_quality_code_a_caller_can_get_is_documented(monkeypatch):
+    """The README's API section and the endpoint's own description (view_api) name every code an API caller can
+    get: an error's title (API_ERROR_CODES, less those an upload cannot cause) and quality.codes (the gate's and the
+    lesion check's); and they name no code that does not exist."""
+    import re
+
+    from dermo.quality import MESSAGES
+
+    sys.modules.pop("app", None)
+    monkeypatch.syspath_prepend(str(ROOT))
+    app = importlib.import_module("app")
+    # paths and arrays, not files; and no_image, the page's "no photo yet" (an API call without a file: bad_request)
+    not_by_upload = {"not_found", "not_a_file", "unreadable", "unsupported_array", "no_image"}
+    errors = set(app.API_ERROR_CODES) - not_by_upload
+    readme = (ROOT / "README.md").read_text()
+    api = readme[readme.index("**The API**"):readme.index("**The command line**")]
+    named = set(re.findall(r"`([a-z_]+)`", api))
+    assert errors <= named, errors - named
+    assert errors <= set(re.findall(r"[a-z_]+", app.API_DESCRIPTION)), errors
+    gate = set(MESSAGES) | {"not_skin"}
+    assert gate <= named, gate - named
+    codes_named = {c for c in named if c in set(app.API_ERROR_CODES) | gate}
+    assert codes_named == errors | gate  # nothing documented that cannot happen

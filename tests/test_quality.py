@@ -150,8 +150,16 @@ def test_blurred_synthetic_is_blurry():
     assert r.measures["sharpness"] < quality.BLUR
 
 
-def test_flat_grey_is_blurry():
-    assert check_quality(Image.new("RGB", (200, 150), (128, 128, 128))).codes == ["blurry"]
+def test_a_blank_image_is_not_a_photo_but_a_blurred_one_stays_blurry():
+    """One flat colour (a grey card, a lens cap, a solid fill) has no sharpness either, but "hold the camera steady"
+    would not help: it is "not a photo". A noisy flat grey is a (bad) photo, and a blurred lesion is blurry."""
+    for colour in ((128, 128, 128), (200, 40, 40), (205, 160, 140)):
+        assert check_quality(Image.new("RGB", (600, 450), colour)).codes == ["not_photo"], colour
+    rng = np.random.default_rng(0)
+    noisy = Image.fromarray(np.clip(128 + rng.normal(0, 3, (450, 600, 1)), 0, 255).astype(np.uint8).repeat(3, 2))
+    assert "not_photo" not in check_quality(noisy).codes
+    assert check_quality(heavy_blur(synthetic_lesion())).codes == ["blurry"]
+    assert measure(heavy_blur(synthetic_lesion()))["contrast"] > quality.BLANK_CONTRAST
 
 
 def test_thresholds_are_parameters():
