@@ -385,7 +385,8 @@ def explain_bad_requests(blocks: gr.Blocks) -> gr.Blocks:
     a path the client never uploaded) with ``BAD_REQUEST``, instead of Gradio's bare "Error" (its message is shown
     only with ``show_error=True``, which would also show internal messages). Nothing of the request is logged
     (Gradio had printed a traceback quoting it). A photo sent as a web address that Gradio cannot fetch gets
-    ``URL_FAILED``. Instance overrides of ``Blocks.process_api``, which Gradio's queue calls for every event, and of
+    ``URL_FAILED``, and a request with fewer inputs than the event takes (``"data": []``) ``BAD_REQUEST``. Instance
+    overrides of ``Blocks.process_api``, which Gradio's queue calls for every event, and of
     its ``preprocess_data``."""
     from gradio.exceptions import InvalidPathError
     from pydantic import ValidationError
@@ -401,6 +402,9 @@ def explain_bad_requests(blocks: gr.Blocks) -> gr.Blocks:
             raise user_error(BAD_REQUEST, "bad_request") from None
 
     async def preprocess_data(block_fn, inputs, *args, **kwargs):
+        if len(inputs or []) < len(block_fn.inputs):  # a hand-written request without the file (Gradio: a traceback)
+            logger.info("refused a request with %d of %d inputs", len(inputs or []), len(block_fn.inputs))
+            raise user_error(BAD_REQUEST, "bad_request")
         try:
             return await base_preprocess(block_fn, inputs, *args, **kwargs)
         except (ValidationError, InvalidPathError):

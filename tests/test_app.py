@@ -240,6 +240,15 @@ def test_a_request_without_an_uploaded_file_is_told_how_to_send_one(client, serv
                     if line.startswith("data:") and '"process_completed"' in line)
     assert done["success"] is False and "handle_file" in done["output"]["error"], done
     assert done["output"]["title"] == "bad_request"
+    body.update(data=[], session_hash="noinputs0001")  # no inputs at all (Gradio itself logged a traceback)
+    req = urllib.request.Request(server["url"] + "gradio_api/queue/join", data=json.dumps(body).encode(),
+                                 headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(req, timeout=30).read()
+    with urllib.request.urlopen(server["url"] + "gradio_api/queue/data?session_hash=noinputs0001", timeout=60) as r:
+        done = next(json.loads(line[5:]) for line in r.read().decode().splitlines()
+                    if line.startswith("data:") and '"process_completed"' in line)
+    assert done["success"] is False and done["output"]["title"] == "bad_request", done
+    assert "handle_file" in done["output"]["error"]
     check_verdict(call(client, good), server["model"])  # still serving
     log = server["log"].read_text()
     assert "Traceback" not in log and "jane_doe" not in log and str(good.parent) not in log
