@@ -5,7 +5,7 @@
 # validation and test splits are whole. It exercises every part of the real search (36 -> 12 -> 4 over rungs 1, 3, 9
 # epochs, teacher outputs computed once, the winner retrained from scratch beside the untuned student, one test
 # evaluation) and shows what the grid does at this scale; it is NOT the GPU search (train/gpu_search.sh) and its
-# models are not shipped (64 px, reduced data). Writes reports/search_cpu_reduced.md/.json. About 30 minutes.
+# models are not shipped (64 px, reduced data). Writes reports/search_cpu_reduced.md/.json. About 21 minutes (README).
 set -euo pipefail
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
 OUT=${OUT:-runs/search_cpu_reduced}

@@ -12,8 +12,8 @@
 #   ".carry/weights/mobilenetv2_100.safetensors"], command:
 #   PYTHONUNBUFFERED=1 bash train/gpu_full.sh 2>&1 | tee $OUT/log
 # then  bash train/travel.sh restore
-# What comes back under $OUT: log, teacher.tar.*, baseline.tar.*, magkd.tar.* (best/ + metrics/history, no optimizer
-# state), each written as soon as its model is trained.
+# What comes back under $OUT: log, teacher.tar.*, baseline.tar.*, magkd.tar.*, magkd_ensemble.tar.* (best/ +
+# metrics/history, no optimizer state), each written as soon as its model is trained.
 # The GPU image has torch/timm/accelerate/pandas but not datasets/gradio/evaluate: the training path imports none.
 set -euo pipefail
 DEV_OUT=${OUT:-/tmp/out}  # the device tool's folder that comes back

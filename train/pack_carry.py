@@ -1,6 +1,6 @@
 """Pack what a GPU run needs into the git-ignored ``.carry/`` folder (the device tool's carry limit is 64 MiB
-and counts per-file overhead): the dataset as ONE tar (images + metadata.csv, ~39 MB) and the verified ImageNet
-backbones in timm naming as fp16 safetensors (read through ``DERMO_PRETRAINED_DIR``).
+and counts per-file overhead): the dataset as ONE tar (images + metadata.csv: 34 MB gzipped, 39 MB unpacked) and
+the verified ImageNet backbones in timm naming as fp16 safetensors (read through ``DERMO_PRETRAINED_DIR``).
 
     python -m train.pack_carry [--data ../shared/data/ham10000] [--models tf_efficientnet_lite0 mobilenetv2_100]
         [--trained runs/gpu/teacher/best runs/gpu/baseline/best]
