@@ -550,3 +550,6 @@ def test_every_error_and_quality_code_a_caller_can_get_is_documented(monkeypatch
     assert gate <= named, gate - named
     codes_named = {c for c in named if c in set(app.API_ERROR_CODES) | gate}
     assert codes_named == errors | gate  # nothing documented that cannot happen
+    space = (ROOT / "space" / "README.md").read_text()  # the Space's page says the same
+    space_named = set(re.findall(r"`([a-z_]+)`", space[space.index("## API"):space.index("## Privacy")]))
+    assert {c for c in space_named if c in set(app.API_ERROR_CODES) | gate} == errors | gate
