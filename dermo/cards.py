@@ -27,6 +27,7 @@ import pandas as pd
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from .config import DEFAULT_DATA_DIR, DEFAULT_MANIFEST, REPO_ROOT, SOURCE_URL
+from .imageio import MAX_SIDE
 from .inference import BAND_TEXT, DISCLAIMER
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,6 @@ DATA_COPY = ("a 200 x 150 copy of HAM10000 with the official metadata, from a pu
              "(`mmalek06/bounding-box-detection-ham1000`, commit `fcf5ea8`)")
 #: The split manifest's name in a model repository (a copy of dermo/splits/ham10000.csv).
 SPLIT_FILE = "ham10000_split.csv"  # dermo.hub.SPLIT_NAME
-MAX_SIDE_NOTE = 4096  # dermo.imageio.MAX_SIDE (not imported: that module is the app's, this one the card writer's)
 NOT_MEASURED = "not measured yet"
 MODEL_TAGS = ["image-classification", "dermatology", "skin-lesion", "ham10000", "medical", "onnx",
               "knowledge-distillation", "pytorch_model_hub_mixin", "model_hub_mixin"]
@@ -579,7 +579,7 @@ def _usage(repo_id: str, info: ModelInfo) -> str:
                      'photo = ImageOps.exif_transpose(Image.open("lesion.jpg")).convert("RGBA")  # upright\n'
                      'img = Image.new("RGB", photo.size, "white")  # transparency on white, as the app does\n'
                      'img.paste(photo, mask=photo.getchannel("A"))\n'
-                     f"# the app first reduces a photo over {MAX_SIDE_NOTE} px (JPEG DCT scaling, then Lanczos): "
+                     f"# the app first reduces a photo over {MAX_SIDE} px (JPEG DCT scaling, then Lanczos): "
                      "above that size its answer can differ slightly\n"
                      "img = img.resize((size, size), Image.BILINEAR)  # bilinear, as in training: another filter "
                      "changes the answers\n"
@@ -705,7 +705,7 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
                f"{cfg.get('img_size')} x {cfg.get('img_size')} RGB, mean {cfg.get('mean')}, std {cfg.get('std')}",
                "- preprocessing (`dermo.imageio.load_image`, then `dermo.data.preprocess`): the photo upright (EXIF "
                "orientation), transparency composited on white, a photo over "
-               f"{MAX_SIDE_NOTE} px on its longest side first reduced to {MAX_SIDE_NOTE} (JPEG DCT scaling, then "
+               f"{MAX_SIDE} px on its longest side first reduced to {MAX_SIDE} (JPEG DCT scaling, then "
                f"Lanczos), then the whole photo resized to {cfg.get('img_size')} x {cfg.get('img_size')} with "
                "Pillow's bilinear filter (antialiased): the aspect ratio is not kept and nothing is cropped",
                f"- labels: {cfg.get('labels')}; version {serve.get('version')}",
@@ -766,8 +766,9 @@ def build_model_card(info: ModelInfo, reports: Reports, repo_id: str, dataset_id
     s.append(f"**The copy used.** Every figure here was measured on {DATA_COPY}{hashes}.")
     s.append("**Split.** Lesion-grouped and label-stratified 70 / 15 / 15 (no lesion appears in two splits; HAM10000 "
              "holds several images of many lesions, so an image-level split would leak). Committed as "
-             f"`dermo/splits/ham10000.csv` and shipped in this repository as `{SPLIT_FILE}`"
-             + (f" (sha256 `{_sha256_path(manifest)}`)" if Path(manifest).is_file() else "")
+             "`dermo/splits/ham10000.csv`"
+             + (f" and shipped in this repository as `{SPLIT_FILE}` (sha256 `{_sha256_path(manifest)}`)"
+                if Path(manifest).is_file() else " (not shipped here: no split manifest was found when this card was written)")
              + "; `python -m dermo.data --rebuild --manifest split.csv --write` rebuilds it from `metadata.csv` "
                "(seed 0) byte for byte. Counts computed from it:\n\n" + split_summary(manifest))
     s.append("**Training.**\n" + _training_details(info))

@@ -308,15 +308,16 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
         assert "risk" in html and "dh-no-preview" not in html
         assert app.predict(str(good_images(tiny_data, 1)[0]))["band"] in BANDS
         assert app.demo.delete_cache is not None  # uploads and results are swept from the cache
-        with pytest.raises(app.gr.Error, match="handle_file"):  # an API call that carried no file
+        with pytest.raises(app.gr.Error, match="handle_file") as e:  # an API call that carried no file
             app.predict(None)
+        assert e.value.title == "bad_request"  # the code an API caller branches on (not the page's no_image)
         photo = str(good_images(tiny_data, 1)[0])
         # a fault of the server (here: the model raises) is said as such, in the API and in the card
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(app.PREDICTOR, "predict", lambda img: 1 / 0)
             with pytest.raises(app.gr.Error) as e:
                 app.predict(photo)
-            assert e.value.message == app.SERVER_FAULT
+            assert e.value.message == app.SERVER_FAULT and e.value.title == "server_fault"  # the one to retry
             html, overlay, report = app.analyze_ui(photo)
             assert "Something went wrong" in html and "not because of the photo" in html and report["visible"] is False
         # within 1e-6 of a band edge: the band is that of the reported (rounded) probability, in the API and the card
@@ -331,6 +332,11 @@ def test_ui_handler_in_process(tmp_path, tiny_data, monkeypatch):
                 assert r["band"] == rule, (p, r["probability"])
                 html = app.analyze_ui(photo)[0]
                 assert f"{rule.capitalize()} risk" in html, p
+        with pytest.MonkeyPatch.context() as mp:  # a decoder failure that is no ImageError: the file, not the server
+            mp.setattr(app, "load_image", lambda path: 1 / 0)
+            with pytest.raises(app.gr.Error) as e:
+                app.predict(photo)
+            assert e.value.title == "corrupt" and "could not be read as a photo" in e.value.message
         with pytest.MonkeyPatch.context() as mp:  # the result PNG fails half-way: nothing of it is left
             mp.setattr(app, "render_report", lambda name, *a: Path(name).write_bytes(b"half") and 1 / 0)
             before = set(Path(app._TMP).iterdir())

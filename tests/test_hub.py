@@ -867,3 +867,167 @@ def test_the_cards_code_runs_as_written(tiny_model, tiny_onnx, tiny_reports, tin
     assert "git clone --branch v" in card and "pip install --no-deps -r requirements.txt" in card
     for needle in ("transparency composited on white", "aspect ratio is not kept", "bilinear", "4096"):
         assert needle in card, needle
+
+
+# ------------------------------------------------------------------------ card facts a researcher checks by hand
+def test_card_says_which_file_each_evaluation_ran(tiny_model, tiny_onnx, tiny_reports, tmp_path):
+    """The headline names the file its figures are of: the served ONNX file (with its variant) when the evaluation
+    records its sha256, the PyTorch weights when it records theirs (even where an ONNX file is pushed too), and
+    neither when it records no sha256 (matched by path)."""
+    reports = tmp_path / "reports"
+    shutil.copytree(tiny_reports, reports)
+    ev = reports / "evaluation"
+    served = json.loads((ev / "tiny_test" / "metrics.json").read_text())
+    for name, src in (("weights", {**served["source"], "sha256": sha256_file(tiny_model / "model.safetensors")}),
+                      ("by_path", {k: v for k, v in {**served["source"], "model": str(tiny_model)}.items()
+                                   if k != "sha256"})):
+        (ev / name).mkdir()
+        (ev / name / "metrics.json").write_text(json.dumps({**served, "source": src}))
+
+    def card(evaluation, onnx=True):
+        out = hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx if onnx else None, reports_dir=reports,
+                             dry_run_dir=tmp_path / f"dry_{evaluation}_{onnx}", evaluations=[evaluation])
+        return (out / "README.md").read_text()
+
+    onnx_line = "These are the figures of the served file `onnx/model.onnx` (fp32), the one the app and `Predictor` run"
+    weights_line = "These are the figures of the PyTorch weights (`model.safetensors`)."
+    unknown_line = "Which of this repository's files it ran is not recorded in the evaluation."
+    text = card("tiny_test")
+    assert onnx_line in text and weights_line not in text
+    text = card("weights")
+    assert weights_line in text and "These are the figures of the served file" not in text
+    text = card("by_path", onnx=False)
+    assert unknown_line in text and weights_line not in text
+
+
+def test_card_shows_benchmark_paths_as_repository_paths(tiny_model, tmp_path):
+    """A report's absolute path inside this checkout is shown as the repository path it is (a card never shows a
+    machine's checkout); a path outside it, and a relative one, are shown as they are."""
+    from dermo.config import REPO_ROOT
+
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "inference.json").write_text(json.dumps({"ort_fp32": {
+        "latency_ms_p50": 4.2, "model": str(REPO_ROOT / "models" / "x.onnx"), "data": "/elsewhere/photos",
+        "runs": "runs/a"}}))
+    text = (hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / "dry") / "README.md").read_text()
+    assert "| ort_fp32.model | models/x.onnx |" in text
+    assert "| ort_fp32.data | /elsewhere/photos |" in text and "| ort_fp32.runs | runs/a |" in text
+
+
+def test_card_quotes_the_data_copys_hashes_from_facts_json(tiny_model, tmp_path):
+    """"The copy used" quotes reports/facts.json's two hashes, each as what it is; without them (no facts.json, or
+    only one of the two) it says they are not measured, never a half-filled line."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+
+    def copy_line(n):
+        text = (hub.push_model(tiny_model, REPO, reports_dir=reports, dry_run_dir=tmp_path / f"dry{n}")
+                / "README.md").read_text()
+        return next(x for x in text.splitlines() if x.startswith("**The copy used.**"))
+
+    not_measured = "; its hashes: not measured yet (`python -m train.facts`)."
+    line = copy_line(0)
+    assert line.endswith(not_measured) and "bounding-box-detection-ham1000" in line
+    (reports / "facts.json").write_text(json.dumps({"dataset": {"sha256_metadata_csv": "a" * 64}}))
+    assert copy_line(1).endswith(not_measured)
+    (reports / "facts.json").write_text(json.dumps({"dataset": {
+        "sha256_metadata_csv": "a" * 64, "sha256_images_concatenated_in_file_name_order": "b" * 64}}))
+    line = copy_line(2)
+    assert f"`metadata.csv` sha256 `{'a' * 64}`" in line
+    assert f"its images' bytes concatenated in file-name order sha256 `{'b' * 64}`" in line
+    assert "not measured" not in line
+
+
+def test_card_install_line_names_the_release_and_what_each_block_needs(tiny_model, tiny_onnx, tmp_path):
+    """The install line clones this model's release tag (its config's version); it says which blocks need the
+    package, and names the by-hand ONNX block's own needs only where the repository has an ONNX file."""
+    from dermo.config import SOURCE_URL
+
+    version = json.loads((tiny_model / "config.json").read_text())["version"]
+    with_onnx = (hub.push_model(tiny_model, REPO, onnx_dir=tiny_onnx, reports_dir=tmp_path / "none",
+                                dry_run_dir=tmp_path / "dry") / "README.md").read_text()
+    weights = (hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry2")
+               / "README.md").read_text()
+    for text in (with_onnx, weights):
+        assert f"git clone --branch v{version} {SOURCE_URL} && cd dermohelper" in text
+        assert "The API block needs only `gradio_client`." in text
+    assert "**Install.** The PyTorch and `Predictor` blocks need the `dermohelper` package" in with_onnx
+    assert "The by-hand ONNX block needs only `numpy`, `onnxruntime`, `pillow` and `huggingface_hub`." in with_onnx
+    assert "**Install.** The PyTorch block needs the `dermohelper` package" in weights
+    assert "by-hand ONNX block" not in weights
+
+
+def test_the_split_shipped_is_the_manifest_given_and_a_pull_fetches_it(tiny_model, tiny_onnx, tiny_manifest,
+                                                                        tmp_path, monkeypatch):
+    """The model folder ships the manifest it was given (its bytes and, in the card, its sha256); a real pull
+    (snapshot_download with PULL_PATTERNS) fetches every file a push uploads, the split included, so the pulled copy
+    passes its own SHA256SUMS; a push made without a split removes an earlier push's."""
+    import fnmatch
+    import functools
+
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    out = hub.build_model_folder(tiny_model, tmp_path / "folder", REPO, tiny_onnx, reports_dir=tmp_path / "none",
+                                 manifest=tiny_manifest)
+    assert (out / "ham10000_split.csv").read_bytes() == tiny_manifest.read_bytes()
+    assert f"`ham10000_split.csv` (sha256 `{sha256_file(tiny_manifest)}`)" in (out / "README.md").read_text()
+    # the network boundary: snapshot_download fetches the repository's files that match allow_patterns
+    fetched = {}
+
+    def snapshot_download(repo, revision=None, cache_dir=None, allow_patterns=None, token=None, **kw):
+        snap = tmp_path / "snapshot"
+        for name in listing(out):
+            if any(fnmatch.fnmatch(name, p) for p in allow_patterns):
+                (snap / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(out / name, snap / name)
+        fetched.update(names=listing(snap))
+        return str(snap)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", snapshot_download)
+    assert hub.pull_model(REPO) == tmp_path / "snapshot" / "onnx"
+    assert fetched["names"] == listing(out) and "ham10000_split.csv" in fetched["names"]
+    # a push without a split (a checkout without the manifest): the repository's old split goes in the same commit
+    rec = Recorder(existing=["README.md", "ham10000_split.csv", "notes.md"])
+    rec.install(monkeypatch, HfApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_from_env")
+    monkeypatch.setattr(hub, "build_model_folder",
+                        functools.partial(hub.build_model_folder, manifest=tmp_path / "no_manifest.csv"))
+    hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none")
+    assert "ham10000_split.csv" not in rec.uploaded and rec.deleted == ["ham10000_split.csv"]
+    # and its card does not claim a split file it does not hold
+    card = rec.uploaded["README.md"].decode()
+    assert "shipped in this repository" not in card and "no split manifest was found" in card
+
+
+def test_teacher_card_points_to_the_student_and_each_members_repository(tiny_model, tmp_path, monkeypatch):
+    """A teacher's "Not for triage" names the student (not the teacher); --member-repos is one id per member (not
+    fewer, not more), ids as the CLI splits them ("a, b") are trimmed, and a real push's card has the links too."""
+    from huggingface_hub import HfApi
+
+    from dermo.config import RunConfig
+
+    other = tmp_path / "other"
+    shutil.copytree(tiny_model, other)
+    student = tmp_path / "student"
+    shutil.copytree(tiny_model, student)
+    cfg = json.loads((student / "config.json").read_text())
+    (student / "config.json").write_text(json.dumps({**cfg, "name": "dermohelper-student"}))
+    RunConfig().override(backbone="test_efficientnet", img_size=64, teacher=f"{tiny_model},{other}").save(
+        student / "run_config.json")
+    link = "(`" + str(other) + "`; on the Hub: [`dermotest/member-2`](https://huggingface.co/dermotest/member-2))"
+    text = (hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", dry_run_dir=tmp_path / "dry",
+                           teacher_of=student, member_repos=[f" {REPO}", " dermotest/member-2 "]) / "README.md"
+            ).read_text()
+    assert link in text
+    assert "People deciding about a lesion should use the student `dermohelper-student`" in text
+    with pytest.raises(ValueError, match="names 3 repositories for the 2 members"):
+        hub.push_model(tiny_model, REPO, dry_run_dir=tmp_path / "dry2", teacher_of=student,
+                       member_repos=[REPO, "dermotest/member-2", "dermotest/member-3"])
+    rec = Recorder()
+    rec.install(monkeypatch, HfApi)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token_from_env")
+    hub.push_model(tiny_model, REPO, reports_dir=tmp_path / "none", teacher_of=student,
+                   member_repos=[REPO, "dermotest/member-2"])
+    assert link in rec.uploaded["README.md"].decode()

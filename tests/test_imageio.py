@@ -251,6 +251,24 @@ def test_upright_images_are_not_copied_for_orientation(monkeypatch):
     assert len(calls) == 1
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_applied(orientation):
+    """Each EXIF orientation (2-8: mirrored, 180 degrees, turned either way, transposed) gives the upright photo,
+    pixel for pixel what ImageOps.exif_transpose shows; 1 is already upright. (Skipping exif_transpose for upright
+    images must not skip a turned one: phones write 3, 6 and 8.)"""
+    from PIL import ImageOps
+
+    src = Image.fromarray(np.random.default_rng(orientation).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    data = _png(src, exif=exif)
+    with Image.open(io.BytesIO(data)) as raw:
+        want = np.asarray(ImageOps.exif_transpose(raw).convert("RGB"))
+    out = load_image(data)
+    np.testing.assert_array_equal(np.asarray(out), want)
+    assert (orientation == 1) == np.array_equal(np.asarray(out), np.asarray(src))  # every other one changes it
+
+
 # --------------------------------------------------------------------------- #
 # size limits
 # --------------------------------------------------------------------------- #

@@ -162,6 +162,18 @@ def test_a_blank_image_is_not_a_photo_but_a_blurred_one_stays_blurry():
     assert measure(heavy_blur(synthetic_lesion()))["contrast"] > quality.BLANK_CONTRAST
 
 
+def test_blank_needs_both_a_low_contrast_and_a_flat_colour():
+    """A smooth colour gradient of under 1 luma level of contrast (a badly defocused photo of plain skin) has no
+    flat colour: it is blurry, not "not a photo". The flat half of the rule is the caller's ``max_flat``."""
+    x, y = np.linspace(0, 1, 600)[None, :, None], np.linspace(0, 1, 450)[:, None, None]
+    ramp = np.concatenate([205 + 20 * x + 0 * y, 160 + 0 * x + 2 * y, 140 - 40 * x + 0 * y], axis=2)
+    img = Image.fromarray(np.rint(ramp).astype(np.uint8))
+    m = measure(img)
+    assert m["contrast"] < quality.BLANK_CONTRAST and 0 < m["flat_fraction"] < quality.MAX_FLAT
+    assert check_quality(img).codes == ["blurry"]
+    assert check_quality(img, max_flat=m["flat_fraction"] / 2).codes == ["not_photo"]
+
+
 def test_thresholds_are_parameters():
     img = synthetic_lesion()
     m = measure(img)
