@@ -567,14 +567,15 @@ def _decode(im: Image.Image, max_pixels: int, max_side: int | None, *, own: bool
             + _UPLOAD_HINT,
             code="corrupt",
         ) from exc
-    return _finish(im, max_side, (width, height))
+    return _finish(im, max_side, (width, height), own=own)
 
 
 #: EXIF orientations that ``ImageOps.exif_transpose`` turns or flips the image for (1 is upright).
 _EXIF_TURNS = frozenset(range(2, 9))
 
 
-def _finish(im: Image.Image, max_side: int | None, source_size: tuple[int, int] | None = None) -> Image.Image:
+def _finish(im: Image.Image, max_side: int | None, source_size: tuple[int, int] | None = None, *,
+            own: bool = False) -> Image.Image:
     """Upright, RGB, at most ``max_side``; ``source_size`` is the file's own size (before ``draft``), recorded as
     ``info[ORIGINAL_SIZE]`` (upright) when the image handed back is smaller, so that messages quote the user's size."""
     original = im
@@ -590,9 +591,13 @@ def _finish(im: Image.Image, max_side: int | None, source_size: tuple[int, int] 
     if im.size != before:  # turned by 90 or 270 degrees
         source = source[::-1]
     im = _to_rgb(im)
+    if own and im is not original:  # our own decoded file, converted: free its pixels before the downscale
+        original.close()  # (256 MB for a 64 MP RGBA PNG, held until the caller's `with` had closed it)
     if max_side and max(im.size) > max_side:
         if im is original:
-            im = im.copy()
+            # our own file's image: a new Image around the same pixels, which thumbnail replaces by the smaller
+            # ones (a copy held a second full-size image meanwhile: 192 MB for a 64 MP RGB photo); a caller's: copied
+            im = original._new(original.im) if own else im.copy()
         im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     if im is original:
         im = im.copy()  # never hand back the caller's object (or a lazily opened file)
