@@ -120,3 +120,13 @@ def test_quality_gate_matches_reports_quality_gate():
     assert (f"{100 * val['pass_rate']:.1f}% of validation lesions and {100 * test['pass_rate']:.1f}% of test "
             "lesions pass") in text
     assert f"{100 * non['rejected_rate']:.1f}% of {non['n']} non-skin images are rejected" in text
+
+
+def test_load_memory_matches_reports_load_memory():
+    rep = json.loads((REPORTS / "load_memory.json").read_text())
+    f = rep["files"]
+    peaks = ", ".join(str(round(f[k]["peak_mb"])) for k in ("rgba_png", "rgb_png")) + f" and {round(f['jpeg']['peak_mb'])}"
+    above = [f[k]["above_baseline_mb"] for k in ("rgba_png", "rgb_png", "jpeg")]
+    text = paragraph("It returns JSON:")
+    assert f"peaks at {peaks} MB in a" in " ".join(text.split()), peaks
+    assert f"{round(min(above))}-{round(max(above))} MB above the interpreter's own" in " ".join(text.split())
